@@ -1,0 +1,127 @@
+"""Per-episode work of the encoding job: decode + validate (CPU), VAE encode (actor), pack.
+
+These functions are plain Python; ``encode_latents.py`` wraps them in Ray tasks and actors.
+An episode that cannot be used comes back as ``{"episode_id", "error"}``, never as an exception,
+so one bad video never stops a job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from preprocessing.decode import DecodeError, read_clip
+from preprocessing.shards import npy_bytes
+from preprocessing.sources import Episode, load_array
+
+
+@dataclass
+class EncodeConfig:
+    """Settings of the latent encoding job (configs/preprocess/*.yaml)."""
+
+    fps: float | None = 10.0  # target frame rate of stored latents; null keeps the source rate
+    resolution: int = 96  # frames are resized (short side) and center-cropped to this square
+    vae: str = "artifacts/vae/vae-pusht-kl8.safetensors"  # VAE bundle or .ckpt
+    vae_preset: str | None = None  # layout preset for a .ckpt VAE (e.g. kl16)
+    batch_size: int = 64  # frames per VAE forward pass
+    episodes_per_shard: int = 8  # episodes stored in one tar (deterministic, in input order)
+    shard_prefix: str = "latents"  # shard files are <prefix>-%06d.tar
+    num_encoders: int = 1  # VAE actors (one GPU each when the cluster has GPUs)
+    encoder_threads: int = 1  # torch CPU threads per VAE actor
+    max_in_flight: int = 4  # episodes decoded/encoded at once (bounds memory)
+    min_frames: int = 2  # episodes shorter than this (after resampling) are skipped
+
+    def validate(self) -> None:
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"config key 'fps' must be positive or null, got {self.fps}")
+        for key in ("resolution", "batch_size", "episodes_per_shard", "num_encoders",
+                    "encoder_threads", "max_in_flight", "min_frames"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"config key '{key}' must be positive, got {getattr(self, key)}")
+        if not self.shard_prefix or "/" in self.shard_prefix:
+            raise ValueError(f"config key 'shard_prefix' must be a plain name, got {self.shard_prefix!r}")
+
+
+def decode_episode(ep: Episode, cfg: EncodeConfig) -> dict:
+    """Decode every camera and load per-frame arrays, resampled to ``cfg.fps``."""
+    try:
+        frames, indices, src_fps = {}, None, None
+        for cam, path in ep.videos.items():
+            start, end = ep.segments.get(cam, (0.0, None))
+            clip = read_clip(path, cfg.fps, cfg.resolution, start, end)
+            if indices is not None and len(clip.indices) != len(indices):
+                raise ValueError(f"camera '{cam}' has {len(clip.indices)} frames, others {len(indices)}")
+            frames[cam], indices, src_fps = clip.frames, clip.indices, clip.source_fps
+            num_source = clip.num_source_frames
+        if len(indices) < cfg.min_frames:
+            raise ValueError(f"only {len(indices)} frame(s) after resampling (min_frames={cfg.min_frames})")
+        arrays = {}
+        for name, ref in (("actions", ep.actions), ("proprio", ep.proprio)):
+            if ref is None:
+                continue
+            arr = load_array(ref)
+            if len(arr) != num_source:
+                raise ValueError(f"{name} has {len(arr)} rows but the video has {num_source} frames")
+            arrays[name] = arr[indices]
+        return {"episode_id": ep.episode_id, "frames": frames, "arrays": arrays,
+                "source_fps": src_fps, "num_source_frames": num_source}
+    except (DecodeError, ValueError, OSError) as err:
+        return {"episode_id": ep.episode_id, "error": str(err)}
+
+
+class FrameEncoder:
+    """Runs a frozen VAE over uint8 frames in fixed-size batches."""
+
+    def __init__(self, vae_path: str, preset: str | None, batch_size: int, threads: int = 1):
+        from pipeline.vae_store import load_vae
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cpu":
+            torch.set_num_threads(threads)
+        self.vae = load_vae(vae_path, preset=preset, device=self.device)
+        self.batch_size = batch_size
+        self.dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+
+    @torch.inference_mode()
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) uint8 -> (T, C, h, w) float16 scaled latents."""
+        out = []
+        for lo in range(0, len(frames), self.batch_size):
+            x = torch.from_numpy(frames[lo : lo + self.batch_size]).to(self.device)
+            x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (B, 3, H, W) in [-1, 1]
+            with torch.autocast(self.device, dtype=self.dtype, enabled=self.device == "cuda"):
+                z = self.vae.encode(x)
+            out.append(z.float().cpu().numpy().astype(np.float16))
+        return np.concatenate(out)
+
+    def encode_episode(self, decoded: dict) -> dict:
+        if "error" in decoded:
+            return decoded
+        latents = {cam: self.encode_frames(f) for cam, f in decoded["frames"].items()}
+        return {k: v for k, v in decoded.items() if k != "frames"} | {"latents": latents}
+
+
+def pack_sample(ep: Episode, encoded: dict, cfg: EncodeConfig, vae_identity: str) -> tuple[dict, dict]:
+    """Tar members of one episode, and its index record."""
+    latents = encoded["latents"]
+    first = next(iter(latents.values()))
+    num_frames = int(first.shape[0])
+    meta = {
+        "episode_id": ep.episode_id, "robot": ep.robot, "fps": cfg.fps or encoded["source_fps"],
+        "source_fps": encoded["source_fps"], "num_frames": num_frames,
+        "cameras": sorted(latents), "latent_shape": list(first.shape[1:]),
+        "has_actions": "actions" in encoded["arrays"], "instruction": ep.instruction,
+        "vae": vae_identity, "source": ep.source,
+    }
+    if "actions" in encoded["arrays"]:
+        meta["action_dim"] = int(encoded["arrays"]["actions"].shape[1])
+    sample = {"__key__": ep.episode_id, "meta.json": json.dumps(meta).encode()}
+    for cam, z in latents.items():
+        sample[f"latents.{cam}.npy"] = npy_bytes(z)
+    for name, arr in encoded["arrays"].items():
+        sample[f"{name}.npy"] = npy_bytes(arr.astype(np.float32))
+    record = {k: meta[k] for k in ("robot", "num_frames", "has_actions", "cameras")}
+    return sample, record

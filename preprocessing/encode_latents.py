@@ -1,0 +1,224 @@
+"""Encode robot and human video into sharded latent WebDataset tars, spread over Ray.
+
+    python preprocessing/encode_latents.py --manifest demos/manifest.jsonl \
+        --video-folder human_videos/ --output data/latents [--config configs/preprocess/default.yaml] \
+        [--set episodes_per_shard=16] [--ray-address HOST:6379] [--strict]
+
+Decoding runs in Ray CPU tasks, the VAE in a pool of actors (GPU when the cluster has one).
+Episodes are assigned to shards in input order, so a rerun of the same command after a crash
+or ``kill -9`` writes only the missing shards. At the end it writes index.json, stats.json and
+errors.jsonl beside the shards and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.config import load_config, to_dict  # noqa: E402
+from preprocessing.encode import EncodeConfig, FrameEncoder, decode_episode, pack_sample  # noqa: E402
+from preprocessing.shards import (INDEX_FORMAT, compute_action_stats, shard_name,  # noqa: E402
+                                  write_shard)
+from preprocessing.sources import Episode, read_lerobot, read_manifest, read_video_folder  # noqa: E402
+
+log = logging.getLogger("encode_latents")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--manifest", action="append", default=[], help="JSONL manifest (repeatable)")
+    p.add_argument("--lerobot", action="append", default=[], help="LeRobot v3.0 dataset folder (repeatable)")
+    p.add_argument("--video-folder", action="append", default=[], help="folder of action-free videos (repeatable)")
+    p.add_argument("--robot", default=None, help="robot name for --lerobot/--video-folder inputs")
+    p.add_argument("--output", required=True, help="output folder for the shard set")
+    p.add_argument("--config", default=None, help="YAML preprocessing config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--strict", action="store_true", help="exit nonzero if any input was skipped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if not (args.manifest or args.lerobot or args.video_folder):
+        p.error("give at least one input: --manifest, --lerobot or --video-folder")
+    return args
+
+
+def gather_episodes(args: argparse.Namespace) -> tuple[list[Episode], list[dict]]:
+    episodes, errors = [], []
+    for path in args.manifest:
+        if not Path(path).is_file():
+            raise ValueError(f"--manifest {path}: file does not exist")
+        e, err = read_manifest(path, default_robot=args.robot or "unknown")
+        episodes += e
+        errors += err
+    for path in args.lerobot:
+        e, err = read_lerobot(path, robot=args.robot)
+        episodes += e
+        errors += err
+    for path in args.video_folder:
+        if not Path(path).is_dir():
+            raise ValueError(f"--video-folder {path}: not a folder")
+        e, err = read_video_folder(path, robot=args.robot or "human")
+        episodes += e
+        errors += err
+    seen = set()
+    unique = []
+    for ep in episodes:  # ids must be unique across inputs too
+        if ep.episode_id in seen:
+            errors.append({"input": ep.source, "episode_id": ep.episode_id,
+                           "reason": f"duplicate episode id '{ep.episode_id}' across inputs"})
+            continue
+        seen.add(ep.episode_id)
+        unique.append(ep)
+    return unique, errors
+
+
+def check_run_identity(out: Path, identity: dict) -> None:
+    """Refuse to mix a resumed run with a different config, VAE or episode list."""
+    path = out / "run.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        for key in ("config", "vae", "episodes_sha"):
+            if previous.get(key) != identity.get(key):
+                raise ValueError(
+                    f"{out} holds shards from a run with a different {key}; use a new --output "
+                    f"or delete the folder")
+    else:
+        path.write_text(json.dumps(identity, indent=1))
+
+
+def run(args: argparse.Namespace) -> int:
+    import ray
+
+    from pipeline.vae_store import load_vae
+    from uva.vae import vae_identity
+
+    cfg = load_config(EncodeConfig, args.config, args.set)
+    vae = load_vae(cfg.vae, preset=cfg.vae_preset)
+    vae_id = vae_identity(vae)
+    episodes, errors = gather_episodes(args)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    ep_sha = hashlib.sha256(json.dumps([e.to_json() for e in episodes]).encode()).hexdigest()[:16]
+    identity = {"config": to_dict(cfg), "vae": vae_id, "vae_config": to_dict(vae.config),
+                "episodes_sha": ep_sha}
+    check_run_identity(out, identity)
+
+    k = cfg.episodes_per_shard
+    shards = [episodes[i : i + k] for i in range(0, len(episodes), k)]
+    todo = [i for i in range(len(shards)) if not (out / f"{shard_name(cfg.shard_prefix, i)}.tar").is_file()]
+    print(f"[encode] {len(episodes)} episodes in {len(shards)} shards; {len(todo)} to write "
+          f"({len(shards) - len(todo)} already complete); VAE {vae_id}", flush=True)
+
+    frames_done, started = 0, time.time()
+    if todo:
+        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False,
+                 ignore_reinit_error=True, logging_level=logging.WARNING)
+        use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+        decode_task = ray.remote(num_cpus=1)(decode_episode)
+        actor_cls = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=0 if use_gpu else 1)(FrameEncoder)
+        actors = [actor_cls.remote(cfg.vae, cfg.vae_preset, cfg.batch_size, cfg.encoder_threads)
+                  for _ in range(cfg.num_encoders)]
+        cfg_ref = ray.put(cfg)
+        jobs = [(s, j, ep) for s in todo for j, ep in enumerate(shards[s])]
+        pending: dict = {}  # ObjectRef -> (shard, slot, episode)
+        results: dict[int, dict[int, dict]] = {s: {} for s in todo}
+        progress = None
+        if not args.no_progress:
+            from tqdm import tqdm
+            progress = tqdm(total=len(jobs), unit="ep", desc="encode", file=sys.stderr)
+        next_job = 0
+        while next_job < len(jobs) or pending:
+            while next_job < len(jobs) and len(pending) < cfg.max_in_flight:
+                s, j, ep = jobs[next_job]
+                decoded = decode_task.remote(ep, cfg_ref)
+                ref = actors[next_job % len(actors)].encode_episode.remote(decoded)
+                pending[ref] = (s, j, ep)
+                next_job += 1
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            s, j, ep = pending.pop(ready[0])
+            results[s][j] = ray.get(ready[0])
+            if progress:
+                progress.update(1)
+            if len(results[s]) == len(shards[s]):
+                frames_done += write_complete_shard(out, cfg, s, shards[s], results.pop(s), vae_id)
+        if progress:
+            progress.close()
+    return finalize(out, cfg, shards, errors, vae_id, identity, frames_done, time.time() - started, args.strict)
+
+
+def write_complete_shard(out: Path, cfg: EncodeConfig, idx: int, eps: list[Episode],
+                         results: dict[int, dict], vae_id: str) -> int:
+    samples, records, skipped, frames = [], {}, [], 0
+    for j, ep in enumerate(eps):
+        res = results[j]
+        if "error" in res:
+            skipped.append({"input": ep.source, "episode_id": ep.episode_id, "reason": res["error"]})
+            log.warning("skipped %s: %s", ep.episode_id, res["error"])
+            continue
+        sample, record = pack_sample(ep, res, cfg, vae_id)
+        samples.append(sample)
+        records[ep.episode_id] = record
+        frames += record["num_frames"]
+    sidecar = {"shard": shard_name(cfg.shard_prefix, idx), "episodes": records, "skipped": skipped,
+               "num_frames": frames, "vae": vae_id}
+    write_shard(out, cfg.shard_prefix, idx, samples, sidecar)
+    return frames
+
+
+def finalize(out: Path, cfg: EncodeConfig, shards: list, errors: list[dict], vae_id: str,
+             identity: dict, frames_done: int, seconds: float, strict: bool) -> int:
+    """Index, statistics and error log over every shard (fresh and previously written)."""
+    index_shards, episodes, skipped = [], {}, list(errors)
+    tar_paths = []
+    for i in range(len(shards)):
+        name = shard_name(cfg.shard_prefix, i)
+        sidecar = json.loads((out / f"{name}.json").read_text())
+        tar_paths.append(out / f"{name}.tar")
+        index_shards.append({"name": f"{name}.tar", "num_episodes": len(sidecar["episodes"]),
+                             "num_frames": sidecar["num_frames"]})
+        for ep_id, rec in sidecar["episodes"].items():
+            episodes[ep_id] = rec | {"shard": f"{name}.tar"}
+        skipped += sidecar["skipped"]
+    total_frames = sum(s["num_frames"] for s in index_shards)
+    stats = compute_action_stats(tar_paths)
+    index = {"format": INDEX_FORMAT, "vae": vae_id, "vae_config": identity["vae_config"],
+             "config": identity["config"], "shard_prefix": cfg.shard_prefix, "shards": index_shards,
+             "episodes": episodes, "num_episodes": len(episodes), "num_frames": total_frames,
+             "num_skipped": len(skipped), "robots": sorted({r["robot"] for r in episodes.values()})}
+    for name, text in (("index.json", json.dumps(index, indent=1)),
+                       ("stats.json", json.dumps(stats, indent=1)),
+                       ("errors.jsonl", "".join(json.dumps(e) + "\n" for e in skipped))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+    rate = frames_done / seconds if seconds > 0 and frames_done else 0.0
+    print(f"[encode] done: {len(episodes)} episodes, {total_frames} frames, {len(index_shards)} shards, "
+          f"{len(skipped)} skipped; this run encoded {frames_done} frames in {seconds:.1f}s "
+          f"({rate:.1f} frames/s) -> {out}", flush=True)
+    for e in skipped:
+        print(f"[encode] skipped {e.get('episode_id', e['input'])}: {e['reason']}", flush=True)
+    return 1 if strict and skipped else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        code = run(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Input sources for latent encoding: JSONL manifests, LeRobot v3.0 datasets, video folders.
+
+Each reader returns ``(episodes, errors)``: the episodes in a deterministic order and the
+inputs it had to reject (bad JSON lines, missing fields, duplicate ids) with a reason. Nothing
+is decoded here; the per-episode work (video, actions) happens in the encode workers, which
+call ``load_actions`` / ``load_proprio``.
+
+Manifest line (one episode):
+    {"episode_id": "ep0001", "video": "ep0001.mp4" | {"front": "f.mp4", "wrist": "w.mp4"},
+     "actions": "ep0001_actions.npy" | null, "robot": "pusht", "fps": 10,
+     "instruction": "push the T", "proprio": "ep0001_state.npy"}
+Relative paths are relative to the manifest's folder. Actions hold one row per video frame.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+@dataclass
+class Episode:
+    """One episode to encode: cameras, optional per-frame arrays, metadata."""
+
+    episode_id: str
+    videos: dict[str, str]  # camera name -> video path
+    robot: str
+    fps: float | None = None  # source control/video rate; None = take it from the video
+    actions: str | None = None  # .npy path, or "parquet:<file>:<from>:<to>:<column>"
+    proprio: str | None = None  # same forms as actions
+    instruction: str | None = None
+    segments: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # cam -> [start, end) s
+    source: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "episode_id": self.episode_id, "videos": self.videos, "robot": self.robot,
+            "fps": self.fps, "actions": self.actions, "proprio": self.proprio,
+            "instruction": self.instruction,
+            "segments": {k: list(v) for k, v in self.segments.items()}, "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Episode":
+        d = dict(d)
+        d["segments"] = {k: (float(v[0]), None if v[1] is None else float(v[1]))
+                         for k, v in d.get("segments", {}).items()}
+        return cls(**d)
+
+
+_KEY_RE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def sanitize_key(text: str) -> str:
+    """WebDataset keys may not contain dots or slashes; keep them readable and unique-ish."""
+    key = _KEY_RE.sub("_", text).strip("_")
+    if not key:
+        raise ValueError(f"episode id {text!r} has no usable characters")
+    return key
+
+
+def _resolve(base: Path, p: str) -> str:
+    path = Path(p)
+    return str(path if path.is_absolute() else (base / path))
+
+
+def read_manifest(path: str | Path, default_robot: str = "unknown") -> tuple[list[Episode], list[dict]]:
+    """Parse a JSONL manifest. Bad lines become errors, never exceptions."""
+    path = Path(path)
+    base = path.parent
+    episodes, errors, seen = [], [], set()
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            errors.append({"input": where, "reason": f"manifest line is not valid JSON: {err.msg}"})
+            continue
+        if not isinstance(rec, dict):
+            errors.append({"input": where, "reason": "manifest line is not a JSON object"})
+            continue
+        video = rec.get("video", rec.get("videos"))
+        if isinstance(video, str):
+            videos = {"main": _resolve(base, video)}
+        elif isinstance(video, dict) and video and all(isinstance(v, str) for v in video.values()):
+            videos = {sanitize_key(str(k)): _resolve(base, v) for k, v in sorted(video.items())}
+        else:
+            errors.append({"input": where, "reason": "field 'video' must be a path or a {camera: path} mapping"})
+            continue
+        raw_id = rec.get("episode_id", Path(next(iter(videos.values()))).stem)
+        try:
+            key = sanitize_key(str(raw_id))
+        except ValueError as err:
+            errors.append({"input": where, "reason": str(err)})
+            continue
+        if key in seen:
+            errors.append({"input": where, "episode_id": key, "reason": f"duplicate episode id '{key}'"})
+            continue
+        fps = rec.get("fps")
+        if fps is not None and (not isinstance(fps, (int, float)) or fps <= 0):
+            errors.append({"input": where, "episode_id": key, "reason": f"field 'fps' must be a positive number, got {fps!r}"})
+            continue
+        seen.add(key)
+        actions = rec.get("actions")
+        proprio = rec.get("proprio")
+        episodes.append(Episode(
+            episode_id=key, videos=videos, robot=str(rec.get("robot", default_robot)),
+            fps=float(fps) if fps else None,
+            actions=_resolve(base, actions) if actions else None,
+            proprio=_resolve(base, proprio) if proprio else None,
+            instruction=rec.get("instruction"), source=where,
+        ))
+    return episodes, errors
+
+
+def read_video_folder(folder: str | Path, robot: str = "human") -> tuple[list[Episode], list[dict]]:
+    """Every video file under ``folder`` (recursively) as one action-free episode."""
+    folder = Path(folder)
+    episodes, errors, seen = [], [], set()
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTS):
+        key = sanitize_key(str(path.relative_to(folder).with_suffix("")))
+        if key in seen:
+            errors.append({"input": str(path), "reason": f"duplicate episode id '{key}'"})
+            continue
+        seen.add(key)
+        episodes.append(Episode(episode_id=key, videos={"main": str(path)}, robot=robot, source=str(path)))
+    return episodes, errors
+
+
+def read_lerobot(root: str | Path, robot: str | None = None, action_key: str = "action",
+                 proprio_key: str = "observation.state") -> tuple[list[Episode], list[dict]]:
+    """A LeRobot v3.0 dataset: meta/info.json, meta/episodes/*.parquet, data/*.parquet, videos/*.mp4."""
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    info_path = root / "meta" / "info.json"
+    if not info_path.is_file():
+        raise ValueError(f"{root}: not a LeRobot dataset (missing meta/info.json)")
+    info = json.loads(info_path.read_text())
+    version = str(info.get("codebase_version", ""))
+    if not version.startswith("v3"):
+        raise ValueError(f"{root}: LeRobot codebase_version {version!r} is not supported (need v3.x)")
+    fps = float(info["fps"])
+    features = info.get("features", {})
+    video_keys = sorted(k for k, v in features.items() if v.get("dtype") == "video")
+    if not video_keys:
+        raise ValueError(f"{root}: LeRobot dataset has no video features")
+    robot = robot or info.get("robot_type") or root.name
+    tasks: dict[int, str] = {}
+    tasks_path = root / "meta" / "tasks.parquet"
+    if tasks_path.is_file():
+        table = pq.read_table(tasks_path).to_pandas()
+        col = "task" if "task" in table.columns else None
+        for idx, row in table.iterrows():
+            name = row[col] if col else idx
+            tasks[int(row["task_index"])] = str(name)
+    episodes, errors = [], []
+    for ep_file in sorted((root / "meta" / "episodes").rglob("*.parquet")):
+        for rec in pq.read_table(ep_file).to_pylist():
+            idx = int(rec["episode_index"])
+            data_file = root / info["data_path"].format(
+                chunk_index=rec["data/chunk_index"], file_index=rec["data/file_index"])
+            lo, hi = int(rec["dataset_from_index"]), int(rec["dataset_to_index"])
+            videos, segments = {}, {}
+            for key in video_keys:
+                cam = sanitize_key(key.split(".")[-1])
+                videos[cam] = str(root / info["video_path"].format(
+                    video_key=key, chunk_index=rec[f"videos/{key}/chunk_index"],
+                    file_index=rec[f"videos/{key}/file_index"]))
+                segments[cam] = (float(rec[f"videos/{key}/from_timestamp"]),
+                                 float(rec[f"videos/{key}/to_timestamp"]))
+            task = rec.get("tasks")
+            instruction = task[0] if isinstance(task, list) and task else (task or None)
+            episodes.append(Episode(
+                episode_id=f"{sanitize_key(root.name)}_{idx:06d}", videos=videos, robot=robot, fps=fps,
+                actions=f"parquet:{data_file}:{lo}:{hi}:{action_key}" if action_key in features else None,
+                proprio=f"parquet:{data_file}:{lo}:{hi}:{proprio_key}" if proprio_key in features else None,
+                instruction=instruction, segments=segments, source=f"{root}#episode={idx}",
+            ))
+    return episodes, errors
+
+
+def load_array(ref: str) -> np.ndarray:
+    """Load a per-frame array: a .npy path or a ``parquet:file:from:to:column`` reference.
+
+    Raises ValueError naming the file and problem (missing, wrong shape, NaN/inf).
+    """
+    if ref.startswith("parquet:"):
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        file, lo, hi, column = ref[len("parquet:"):].rsplit(":", 3)
+        table = pq.read_table(file, columns=["index", column])
+        mask = pc.and_(pc.greater_equal(table["index"], int(lo)), pc.less(table["index"], int(hi)))
+        table = table.filter(mask).sort_by("index")
+        arr = np.asarray(table[column].to_pylist(), dtype=np.float32)
+        name = f"{file} column '{column}'"
+    else:
+        if not Path(ref).is_file():
+            raise ValueError(f"{ref}: array file does not exist")
+        try:
+            arr = np.load(ref, allow_pickle=False)
+        except Exception as err:
+            raise ValueError(f"{ref}: not a readable .npy array ({err})") from err
+        name = ref
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"{name}: expected a (T, D) array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise ValueError(f"{name}: contains NaN or inf in {bad} row(s)")
+    return arr

@@ -1,0 +1,107 @@
+"""Model configuration and the registry of named sizes (uva-tiny, uva-S, uva-B, uva-L, uva-H).
+
+Everything shape-like is here: frames, action horizon and dimension, latent grid, patch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass
+class UVAConfig:
+    """Shapes and widths of a UVA model."""
+
+    # data layout
+    latent_channels: int = 16  # VAE latent channels
+    latent_size: int = 16  # latent grid height = width
+    patch_size: int = 1  # latent patch per token (token dim = channels * patch^2)
+    num_history: int = 4  # history frames given as context
+    num_future: int = 4  # future frames predicted
+    action_dim: int = 2  # action dimension of the robot
+    action_horizon: int = 16  # actions per sample; a multiple of num_future
+    proprio_dim: int = 0  # proprioception per history frame (0 = none)
+    lang_dim: int = 0  # language embedding size (0 = none)
+    # backbone
+    width: int = 768  # encoder width
+    decoder_width: int = 768  # decoder width
+    encoder_depth: int = 12
+    decoder_depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    num_buffer_tokens: int = 4  # learned prefix tokens (MAR's class/buffer tokens)
+    grad_checkpointing: bool = False  # recompute blocks in backward to save memory
+    # diffusion heads
+    head_width: int = 1024
+    head_depth: int = 6
+    action_head_width: int = 1024
+    action_head_depth: int = 6
+    diffusion_steps: int = 1000  # training steps of the cosine schedule
+    diffusion_batch_mul: int = 4  # noise draws per target in one training step (MAR)
+    # masked training
+    mask_ratio_min: float = 0.7  # truncated normal on [min, 1] centred at 1
+    mask_ratio_std: float = 0.25
+
+    @property
+    def grid(self) -> int:
+        return self.latent_size // self.patch_size
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def token_dim(self) -> int:
+        return self.latent_channels * self.patch_size**2
+
+    @property
+    def actions_per_frame(self) -> int:
+        return self.action_horizon // self.num_future
+
+    def validate(self) -> None:
+        positive = ("latent_channels", "latent_size", "patch_size", "num_history", "num_future",
+                    "action_dim", "action_horizon", "width", "decoder_width", "encoder_depth",
+                    "decoder_depth", "num_heads", "head_width", "head_depth", "action_head_width",
+                    "action_head_depth", "diffusion_steps", "diffusion_batch_mul")
+        for key in positive:
+            if getattr(self, key) <= 0:
+                raise ValueError(f"model.{key} must be positive, got {getattr(self, key)}")
+        if self.latent_size % self.patch_size:
+            raise ValueError(f"model.latent_size={self.latent_size} is not a multiple of patch_size={self.patch_size}")
+        if self.action_horizon % self.num_future:
+            raise ValueError(f"model.action_horizon={self.action_horizon} is not a multiple of num_future={self.num_future}")
+        for key in ("width", "decoder_width"):
+            if getattr(self, key) % self.num_heads:
+                raise ValueError(f"model.{key}={getattr(self, key)} is not a multiple of num_heads={self.num_heads}")
+        if not 0.0 < self.mask_ratio_min <= 1.0:
+            raise ValueError(f"model.mask_ratio_min={self.mask_ratio_min} must be in (0, 1]")
+        if self.proprio_dim < 0 or self.lang_dim < 0 or self.num_buffer_tokens < 0:
+            raise ValueError("model.proprio_dim, lang_dim and num_buffer_tokens must be >= 0")
+
+
+def _size(width, depth, heads, head_width, head_depth, **kw) -> UVAConfig:
+    return UVAConfig(width=width, decoder_width=width, encoder_depth=depth, decoder_depth=depth,
+                     num_heads=heads, head_width=head_width, head_depth=head_depth,
+                     action_head_width=head_width, action_head_depth=head_depth, **kw)
+
+
+MODEL_SIZES: dict[str, UVAConfig] = {
+    "uva-tiny": _size(32, 2, 2, 32, 2, latent_size=8, num_buffer_tokens=1, num_history=2,
+                      num_future=2, action_horizon=4, diffusion_batch_mul=2),
+    "uva-S": _size(512, 8, 8, 768, 4),
+    "uva-B": _size(768, 12, 12, 1024, 6),  # MAR-B
+    "uva-L": _size(1024, 16, 16, 1280, 8),  # MAR-L
+    "uva-H": _size(1280, 20, 16, 1536, 12),  # MAR-H
+}
+
+
+def model_config(name: str, **overrides) -> UVAConfig:
+    """A named size with field overrides (e.g. the data layout of a dataset)."""
+    if name not in MODEL_SIZES:
+        raise ValueError(f"unknown model size '{name}', expected one of {sorted(MODEL_SIZES)}")
+    unknown = set(overrides) - set(UVAConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown model config key '{sorted(unknown)[0]}'")
+    cfg = replace(MODEL_SIZES[name], **overrides)
+    cfg.validate()
+    return cfg

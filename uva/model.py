@@ -1,0 +1,276 @@
+"""The Unified Video Action model: joint video-action latent, masked encoder-decoder, two heads.
+
+Shapes (B batch, Th/Tf history/future frames, C latent channels, S latent size, p patch,
+N = (S/p)^2 tokens per frame, L = Tf * N, Dt = C p^2 token dim, H action horizon, A action dim):
+
+    history  (B, Th, C, S, S)   scaled VAE latents of the context frames
+    future   (B, Tf, C, S, S)   latents of the frames to predict (training / inverse dynamics)
+    actions  (B, H, A)          normalized action chunk, H/Tf actions per future frame
+
+Training: ``forward`` draws a masked-training mode per sample and returns the loss and its
+parts. Inference: ``predict_action`` (one backbone pass, action head only: the policy never
+samples video), ``generate_video`` (MaskGIT-style iterative unmasking), ``forward_dynamics``
+and ``inverse_dynamics``. Every learned tensor lives in a submodule whose forward uses it, so
+the model runs under ZeRO-3 parameter partitioning.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from einops import rearrange
+
+from uva.backbone import EncoderDecoder
+from uva.config import UVAConfig
+from uva.diffusion import GaussianDiffusion
+from uva.heads import DiffusionMLP
+from uva.modes import MODES, build_masks, sample_modes
+
+
+class JointEmbed(nn.Module):
+    """Fuse future token (or mask token), history tokens and action embedding per position."""
+
+    def __init__(self, cfg: UVAConfig):
+        super().__init__()
+        self.cfg = cfg
+        dt, w = cfg.token_dim, cfg.width
+        self.mask_token = nn.Parameter(torch.zeros(dt))
+        self.action_proj = nn.Linear(cfg.actions_per_frame * cfg.action_dim, w)
+        self.action_mask = nn.Parameter(torch.zeros(w))
+        self.fuse = nn.Linear(dt + cfg.num_history * dt + w, w)
+        self.time_pos = nn.Parameter(torch.zeros(1, cfg.num_future, 1, w))
+        self.space_pos = nn.Parameter(torch.zeros(1, 1, cfg.tokens_per_frame, w))
+        self.buffer = nn.Parameter(torch.zeros(1, cfg.num_buffer_tokens, w))
+        self.proprio = nn.Linear(cfg.num_history * cfg.proprio_dim, w) if cfg.proprio_dim else None
+        self.lang = nn.Linear(cfg.lang_dim, w) if cfg.lang_dim else None
+        for p in (self.mask_token, self.action_mask, self.time_pos, self.space_pos, self.buffer):
+            nn.init.normal_(p, std=0.02)
+
+    @property
+    def num_prefix(self) -> int:
+        return self.cfg.num_buffer_tokens + (self.proprio is not None) + (self.lang is not None)
+
+    def forward(self, hist: torch.Tensor, fut: torch.Tensor, future_mask: torch.Tensor,
+                actions: torch.Tensor | None, actions_visible: torch.Tensor,
+                proprio: torch.Tensor | None = None, lang: torch.Tensor | None = None) -> torch.Tensor:
+        """hist (B, Th, N, Dt), fut (B, Tf, N, Dt), future_mask (B, L) -> tokens (B, P + L, W)."""
+        cfg = self.cfg
+        b, tf, n = hist.shape[0], cfg.num_future, cfg.tokens_per_frame
+        mask = future_mask.view(b, tf, n, 1)
+        fut = torch.where(mask, self.mask_token.to(fut.dtype), fut)  # (B, Tf, N, Dt)
+        ctx = rearrange(hist, "b t n d -> b n (t d)").unsqueeze(1).expand(b, tf, n, -1)  # (B, Tf, N, Th*Dt)
+        if actions is None:
+            act = self.action_mask.expand(b, tf, -1)
+        else:
+            act = self.action_proj(rearrange(actions, "b (t k) a -> b t (k a)", t=tf))  # (B, Tf, W)
+            act = torch.where(actions_visible.view(b, 1, 1), act, self.action_mask.to(act.dtype))
+        act = act.unsqueeze(2).expand(b, tf, n, -1)  # actions spread over their frame's grid
+        x = self.fuse(torch.cat([fut, ctx.to(fut.dtype), act.to(fut.dtype)], -1))
+        x = rearrange(x + self.time_pos + self.space_pos, "b t n w -> b (t n) w")
+        prefix = [self.buffer.expand(b, -1, -1)]
+        if self.proprio is not None:
+            if proprio is None:
+                proprio = hist.new_zeros(b, cfg.num_history, cfg.proprio_dim)
+            prefix.append(self.proprio(proprio.reshape(b, 1, -1).to(x.dtype)))
+        if self.lang is not None:
+            if lang is None:
+                lang = hist.new_zeros(b, cfg.lang_dim)
+            prefix.append(self.lang(lang.view(b, 1, -1).to(x.dtype)))
+        return torch.cat([p.to(x.dtype) for p in prefix] + [x], 1)
+
+
+class Readout(nn.Module):
+    """Decoder features -> per-token video condition and per-chunk action condition."""
+
+    def __init__(self, cfg: UVAConfig, num_prefix: int):
+        super().__init__()
+        self.cfg, self.num_prefix = cfg, num_prefix
+        d = cfg.decoder_width
+        self.video_pos = nn.Parameter(torch.zeros(1, cfg.num_future * cfg.tokens_per_frame, d))
+        self.action_pool = nn.Linear(cfg.num_future * d, d)
+        nn.init.normal_(self.video_pos, std=0.02)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = z[:, self.num_prefix :]  # (B, L, D)
+        frames = rearrange(z, "b (t n) d -> b t n d", t=self.cfg.num_future).mean(2)  # (B, Tf, D)
+        return z + self.video_pos, self.action_pool(frames.flatten(1))
+
+
+class UVA(nn.Module):
+    """Unified Video Action model (policy, video generation, forward/inverse dynamics)."""
+
+    def __init__(self, cfg: UVAConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.embed = JointEmbed(cfg)
+        num_tokens = self.embed.num_prefix + cfg.num_future * cfg.tokens_per_frame
+        self.backbone = EncoderDecoder(num_tokens, cfg.width, cfg.decoder_width, cfg.encoder_depth,
+                                       cfg.decoder_depth, cfg.num_heads, cfg.mlp_ratio)
+        self.readout = Readout(cfg, self.embed.num_prefix)
+        self.video_head = DiffusionMLP(cfg.token_dim, cfg.decoder_width, cfg.head_width, cfg.head_depth)
+        self.action_head = DiffusionMLP(cfg.action_horizon * cfg.action_dim, cfg.decoder_width,
+                                        cfg.action_head_width, cfg.action_head_depth)
+        self.diffusion = GaussianDiffusion.cosine(cfg.diffusion_steps)
+        self.apply(self._init_linear)
+        self.video_head.reset_parameters()
+        self.action_head.reset_parameters()
+        self.set_grad_checkpointing(cfg.grad_checkpointing)
+
+    @staticmethod
+    def _init_linear(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        self.backbone.encoder.grad_checkpointing = enabled
+        self.backbone.decoder.grad_checkpointing = enabled
+
+    # --- tokens ----------------------------------------------------------------------------
+    def patchify(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, S, S) -> (B, T, N, Dt)."""
+        p = self.cfg.patch_size
+        return rearrange(latents, "b t c (h p) (w q) -> b t (h w) (c p q)", p=p, q=p)
+
+    def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, N, Dt) -> (B, T, C, S, S)."""
+        p, g = self.cfg.patch_size, self.cfg.grid
+        return rearrange(tokens, "b t (h w) (c p q) -> b t c (h p) (w q)", h=g, w=g, p=p, q=p)
+
+    def _check(self, name: str, x: torch.Tensor, frames: int) -> None:
+        c = self.cfg
+        want = (frames, c.latent_channels, c.latent_size, c.latent_size)
+        if x.ndim != 5 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"{name} must be (B, {', '.join(map(str, want))}), got {tuple(x.shape)}")
+
+    def features(self, history: torch.Tensor, future: torch.Tensor | None, future_mask: torch.Tensor,
+                 actions: torch.Tensor | None, actions_visible: torch.Tensor,
+                 proprio: torch.Tensor | None = None, lang: torch.Tensor | None = None):
+        """One backbone pass -> (video condition (B, L, D), action condition (B, D))."""
+        self._check("history", history, self.cfg.num_history)
+        hist = self.patchify(history)
+        if future is None:
+            fut = hist.new_zeros(hist.shape[0], self.cfg.num_future, *hist.shape[2:])
+        else:
+            self._check("future", future, self.cfg.num_future)
+            fut = self.patchify(future)
+        x = self.embed(hist, fut, future_mask, actions, actions_visible, proprio, lang)
+        return self.readout(self.backbone(x))
+
+    # --- training --------------------------------------------------------------------------
+    def _diffusion_rows(self, head: nn.Module, x0: torch.Tensor, cond: torch.Tensor,
+                        generator: torch.Generator | None) -> torch.Tensor:
+        """Per-row diffusion loss, each row drawn ``diffusion_batch_mul`` times and averaged."""
+        k = self.cfg.diffusion_batch_mul
+        loss = self.diffusion.loss(head, x0.repeat(k, 1), cond.repeat(k, 1), generator)
+        return loss.view(k, -1).mean(0)
+
+    def forward(self, history: torch.Tensor, future: torch.Tensor, actions: torch.Tensor,
+                has_actions: torch.Tensor, mode_weights: torch.Tensor, proprio: torch.Tensor | None = None,
+                lang: torch.Tensor | None = None, modes: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Masked training step. Returns loss (scalar), per-sample video/action parts and modes.
+
+        ``modes`` (B,) fixes each sample's mode; otherwise they are drawn from ``mode_weights``.
+        """
+        b = history.shape[0]
+        cfg = self.cfg
+        if modes is None:
+            modes = sample_modes(mode_weights, has_actions, generator=generator)
+        masks = build_masks(modes.cpu(), cfg.num_future * cfg.tokens_per_frame, cfg.mask_ratio_min,
+                            cfg.mask_ratio_std, generator=generator)
+        masks = {k: v.to(history.device) for k, v in masks.items()}
+        action_w = masks["action_loss"] * has_actions.float()
+        visible = masks["actions_visible"] & has_actions.bool()
+        video_cond, action_cond = self.features(history, future, masks["future_mask"], actions, visible, proprio, lang)
+
+        # video loss: masked tokens of samples whose mode learns video
+        target = rearrange(self.patchify(future), "b t n d -> b (t n) d")
+        sel = masks["future_mask"] & (masks["video_loss"][:, None] > 0)
+        if not sel.any():  # keep every parameter in the graph (ZeRO expects a gradient for all)
+            sel = torch.zeros_like(sel)
+            sel[0, 0] = True
+        rows = self._diffusion_rows(self.video_head, target[sel], video_cond[sel], generator)
+        sample_of_row = torch.arange(b, device=history.device)[:, None].expand_as(sel)[sel]
+        video_sum = torch.zeros(b, device=history.device).index_add(0, sample_of_row, rows)
+        video_per = video_sum / sel.sum(1).clamp(min=1) * masks["video_loss"]
+
+        # action loss: whole chunk per sample whose mode learns actions
+        act_rows = self._diffusion_rows(self.action_head, actions.flatten(1), action_cond, generator)
+        action_per = act_rows * action_w
+
+        per_sample = video_per + action_per
+        return {"loss": per_sample.mean(), "video_loss": video_per, "action_loss": action_per,
+                "per_sample": per_sample, "modes": modes}
+
+    # --- inference -------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_actions(self, history: torch.Tensor, future: torch.Tensor | None, future_mask: torch.Tensor,
+                       num_steps: int = 100, proprio=None, lang=None, generator=None,
+                       temperature: float = 1.0) -> torch.Tensor:
+        """Backbone once, then the action head only: (B, H, A) normalized actions."""
+        b = history.shape[0]
+        visible = torch.zeros(b, dtype=torch.bool, device=history.device)
+        _, action_cond = self.features(history, future, future_mask, None, visible, proprio, lang)
+        shape = (b, self.cfg.action_horizon * self.cfg.action_dim)
+        x = self.diffusion.respaced(num_steps).sample(self.action_head, shape, action_cond.float(),
+                                                      generator, temperature)
+        return x.view(b, self.cfg.action_horizon, self.cfg.action_dim)
+
+    def predict_action(self, history: torch.Tensor, num_steps: int = 100, **kw) -> torch.Tensor:
+        """Policy: every future token masked; never samples video."""
+        mask = torch.ones(history.shape[0], self.cfg.num_future * self.cfg.tokens_per_frame,
+                          dtype=torch.bool, device=history.device)
+        return self.sample_actions(history, None, mask, num_steps, **kw)
+
+    def inverse_dynamics(self, history: torch.Tensor, future: torch.Tensor, num_steps: int = 100, **kw) -> torch.Tensor:
+        """Actions that lead from ``history`` to the given ``future`` frames."""
+        mask = torch.zeros(history.shape[0], self.cfg.num_future * self.cfg.tokens_per_frame,
+                           dtype=torch.bool, device=history.device)
+        return self.sample_actions(history, future, mask, num_steps, **kw)
+
+    @torch.no_grad()
+    def generate_video(self, history: torch.Tensor, actions: torch.Tensor | None = None, num_iters: int = 4,
+                       num_steps: int = 100, proprio=None, lang=None, generator=None,
+                       temperature: float = 1.0) -> torch.Tensor:
+        """Future latents (B, Tf, C, S, S) by MaskGIT-style unmasking in ``num_iters`` rounds.
+
+        With ``actions`` this is forward dynamics; without, action-free video prediction.
+        """
+        cfg = self.cfg
+        b, L = history.shape[0], cfg.num_future * cfg.tokens_per_frame
+        if num_iters < 1 or num_iters > L:
+            raise ValueError(f"num_iters must be in [1, {L}], got {num_iters}")
+        device = history.device
+        tokens = torch.zeros(b, L, cfg.token_dim, device=device)
+        rank = torch.rand(b, L, generator=generator, device=device).argsort(-1).argsort(-1)
+        visible = torch.full((b,), actions is not None, dtype=torch.bool, device=device)
+        diffusion = self.diffusion.respaced(num_steps)
+        num_masked = L
+        for it in range(num_iters):
+            nxt = 0 if it == num_iters - 1 else int(math.floor(L * math.cos(math.pi / 2 * (it + 1) / num_iters)))
+            nxt = max(0, min(nxt, num_masked - 1))  # unmask at least one token per round
+            mask = rank < num_masked
+            fut = self.unpatchify(tokens.view(b, cfg.num_future, cfg.tokens_per_frame, -1))
+            video_cond, _ = self.features(history, fut.to(history.dtype), mask, actions, visible, proprio, lang)
+            fill = mask & (rank >= nxt)
+            tokens[fill] = diffusion.sample(self.video_head, (int(fill.sum()), cfg.token_dim),
+                                            video_cond[fill].float(), generator, temperature)
+            num_masked = nxt
+        return self.unpatchify(tokens.view(b, cfg.num_future, cfg.tokens_per_frame, -1))
+
+    def forward_dynamics(self, history: torch.Tensor, actions: torch.Tensor, **kw) -> torch.Tensor:
+        """Future latents caused by ``actions`` from ``history``."""
+        return self.generate_video(history, actions=actions, **kw)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Parameter counts of the whole model and its parts."""
+    parts = {name: sum(p.numel() for p in mod.parameters()) for name, mod in model.named_children()}
+    return {"total": sum(p.numel() for p in model.parameters()), **parts}
+
+
