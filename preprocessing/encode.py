@@ -24,7 +24,7 @@ class EncodeConfig:
 
     fps: float | None = 10.0  # target frame rate of stored latents; null keeps the source rate
     resolution: int = 96  # frames are resized (short side) and center-cropped to this square
-    vae: str = "artifacts/vae/vae-pusht-kl8.safetensors"  # VAE bundle or .ckpt
+    vae: str = "artifacts/vae/vae-default-kl8.safetensors"  # VAE bundle or .ckpt
     vae_preset: str | None = None  # layout preset for a .ckpt VAE (e.g. kl16)
     batch_size: int = 64  # frames per VAE forward pass
     episodes_per_shard: int = 8  # episodes stored in one tar (deterministic, in input order)
@@ -33,6 +33,9 @@ class EncodeConfig:
     encoder_threads: int = 1  # torch CPU threads per VAE actor
     max_in_flight: int = 4  # episodes decoded/encoded at once (bounds memory)
     min_frames: int = 2  # episodes shorter than this (after resampling) are skipped
+
+    # settings that change what is written; a resumed run must agree on these
+    OUTPUT_KEYS = ("fps", "resolution", "episodes_per_shard", "shard_prefix", "min_frames")
 
     def validate(self) -> None:
         if self.fps is not None and self.fps <= 0:

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     ep_sha = hashlib.sha256(json.dumps([e.to_json() for e in episodes]).encode()).hexdigest()[:16]
-    identity = {"config": to_dict(cfg), "vae": vae_id, "vae_config": to_dict(vae.config),
+    identity = {"config": {k: getattr(cfg, k) for k in cfg.OUTPUT_KEYS}, "vae": vae_id, "vae_config": to_dict(vae.config),
                 "episodes_sha": ep_sha}
     check_run_identity(out, identity)
 
@@ -191,7 +191,7 @@ def finalize(out: Path, cfg: EncodeConfig, shards: list, errors: list[dict], vae
     total_frames = sum(s["num_frames"] for s in index_shards)
     stats = compute_action_stats(tar_paths)
     index = {"format": INDEX_FORMAT, "vae": vae_id, "vae_config": identity["vae_config"],
-             "config": identity["config"], "shard_prefix": cfg.shard_prefix, "shards": index_shards,
+             "config": to_dict(cfg), "shard_prefix": cfg.shard_prefix, "shards": index_shards,
              "episodes": episodes, "num_episodes": len(episodes), "num_frames": total_frames,
              "num_skipped": len(skipped), "robots": sorted({r["robot"] for r in episodes.values()})}
     for name, text in (("index.json", json.dumps(index, indent=1)),

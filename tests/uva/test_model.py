@@ -1,0 +1,192 @@
+"""The UVA model: masking semantics, decoupled decoding, mode mixing, overfitting, determinism."""
+
+import pytest
+import torch
+
+from uva import UVA, count_parameters, model_config
+from uva.modes import MODE_INDEX, MODE_NAMES, mode_weights_tensor
+
+ALL = mode_weights_tensor({n: 1.0 for n in MODE_NAMES})
+
+
+def modes(*names):
+    return torch.tensor([MODE_INDEX[n] for n in names])
+
+
+def loss_for(model, batch, mode, seed=0, **changes):
+    b = {**batch, **changes}
+    g = torch.Generator().manual_seed(seed)
+    return model(**b, mode_weights=ALL, modes=modes(*[mode] * b["history"].shape[0]), generator=g)["loss"]
+
+
+def test_policy_actions_ignore_future_latents(tiny_model, tiny_cfg, make_batch):
+    b = make_batch(2)
+    L = tiny_cfg.num_future * tiny_cfg.tokens_per_frame
+    mask = torch.ones(2, L, dtype=torch.bool)
+    a1 = tiny_model.sample_actions(b["history"], b["future"], mask, 8, generator=torch.Generator().manual_seed(1))
+    a2 = tiny_model.sample_actions(b["history"], b["future"] * 5 + 3, mask, 8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a1, a2)
+
+
+def randomize_heads(model):
+    """Heads start zero-initialised (output independent of the condition); give them weights."""
+    torch.manual_seed(3)
+    for head in (model.video_head, model.action_head):
+        for p in head.parameters():
+            torch.nn.init.normal_(p, std=0.2)
+
+
+def test_inverse_dynamics_actions_depend_on_future(tiny_model, make_batch):
+    randomize_heads(tiny_model)
+    b = make_batch(2)
+    a1 = tiny_model.inverse_dynamics(b["history"], b["future"], 8, generator=torch.Generator().manual_seed(1))
+    a2 = tiny_model.inverse_dynamics(b["history"], b["future"] * 5 + 3, 8, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(a1, a2)
+
+
+def test_video_mode_ignores_actions_forward_dynamics_uses_them(tiny_model, make_batch):
+    randomize_heads(tiny_model)
+    b = make_batch(3)
+    other = torch.randn_like(b["actions"]) * 4
+    assert torch.equal(loss_for(tiny_model, b, "video"), loss_for(tiny_model, b, "video", actions=other))
+    assert not torch.equal(loss_for(tiny_model, b, "forward_dynamics"),
+                           loss_for(tiny_model, b, "forward_dynamics", actions=other))
+
+
+def test_predict_action_never_calls_video_head(tiny_model, make_batch, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("video head called during policy inference")
+
+    monkeypatch.setattr(tiny_model.video_head, "forward", boom)
+    actions = tiny_model.predict_action(make_batch(2)["history"], num_steps=4)
+    assert actions.shape == (2, tiny_model.cfg.action_horizon, tiny_model.cfg.action_dim)
+    with pytest.raises(AssertionError):
+        tiny_model.generate_video(make_batch(1)["history"], num_iters=1, num_steps=2)
+
+
+def test_per_sample_modes_route_losses(tiny_model, make_batch):
+    b = make_batch(5)
+    out = tiny_model(**b, mode_weights=ALL, modes=modes(*MODE_NAMES), generator=torch.Generator().manual_seed(0))
+    v, a = out["video_loss"], out["action_loss"]
+    idx = {n: i for i, n in enumerate(MODE_NAMES)}
+    for name in ("policy", "inverse_dynamics"):
+        assert v[idx[name]] == 0 and a[idx[name]] > 0
+    for name in ("video", "forward_dynamics"):
+        assert a[idx[name]] == 0 and v[idx[name]] > 0
+    assert v[idx["joint"]] > 0 and a[idx["joint"]] > 0
+    assert torch.allclose(out["loss"], (v + a).mean())
+
+
+def test_action_free_samples_only_take_video_modes(tiny_model, make_batch):
+    from uva.modes import sample_modes
+
+    has = torch.tensor([False] * 200 + [True] * 200)
+    m = sample_modes(ALL, has, generator=torch.Generator().manual_seed(0))
+    assert set(m[:200].tolist()) == {MODE_INDEX["video"]}
+    assert len(set(m[200:].tolist())) == len(MODE_NAMES)
+    b = make_batch(4)
+    b["has_actions"] = torch.tensor([False, False, True, True])
+    out = tiny_model(**b, mode_weights=ALL, modes=modes("policy", "joint", "policy", "joint"))
+    assert out["action_loss"][:2].abs().sum() == 0 and (out["action_loss"][2:] > 0).all()
+
+
+def test_mask_ratio_distribution():
+    from uva.modes import truncated_normal_ratio
+
+    r = truncated_normal_ratio(20000, 0.7, 0.25, torch.Generator().manual_seed(0))
+    assert r.min() >= 0.7 and r.max() <= 1.0
+    assert 0.84 < r.mean() < 0.87  # mean of N(1, .25) truncated to [.7, 1]
+
+
+@pytest.mark.parametrize("mode", MODE_NAMES)
+def test_tiny_model_overfits_fixed_batch(mode, tiny_cfg, make_batch):
+    torch.manual_seed(0)
+    model = UVA(tiny_cfg)
+    b = make_batch(4, seed=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    m = modes(*[mode] * 4)
+
+    def evaluate():
+        with torch.no_grad():
+            return torch.stack([model(**b, mode_weights=ALL, modes=m, generator=torch.Generator().manual_seed(s))["loss"]
+                                for s in range(8)]).mean().item()
+
+    first = evaluate()
+    for _ in range(400):
+        loss = model(**b, mode_weights=ALL, modes=m, generator=g)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert evaluate() < first / 10
+
+
+def test_same_seed_same_outputs(tiny_cfg, make_batch):
+    b = make_batch(2)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        model = UVA(tiny_cfg)
+        loss = model(**b, mode_weights=ALL, generator=torch.Generator().manual_seed(3))["loss"]
+        act = model.predict_action(b["history"], num_steps=4, generator=torch.Generator().manual_seed(3))
+        outs.append((loss, act))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_generate_video_shapes_and_forward_dynamics(tiny_model, tiny_cfg, make_batch):
+    b = make_batch(2)
+    for iters in (1, 3):
+        v = tiny_model.generate_video(b["history"], num_iters=iters, num_steps=3)
+        assert v.shape == b["future"].shape and torch.isfinite(v).all()
+    v = tiny_model.forward_dynamics(b["history"], b["actions"], num_iters=2, num_steps=3)
+    assert v.shape == b["future"].shape
+
+
+def test_bad_shapes_and_config_errors(tiny_model, make_batch):
+    b = make_batch(2)
+    with pytest.raises(ValueError, match="history"):
+        tiny_model.predict_action(b["history"][:, :1])
+    with pytest.raises(ValueError, match="action_horizon"):
+        model_config("uva-tiny", action_horizon=5)
+    with pytest.raises(ValueError, match="unknown model size"):
+        model_config("uva-XL")
+
+
+def test_config_driven_shapes_patch_and_proprio_lang():
+    cfg = model_config("uva-tiny", latent_size=8, patch_size=2, num_history=3, num_future=2,
+                       action_horizon=6, action_dim=7, proprio_dim=5, lang_dim=12)
+    model = UVA(cfg)
+    b = 2
+    h = torch.randn(b, 3, cfg.latent_channels, 8, 8)
+    f = torch.randn(b, 2, cfg.latent_channels, 8, 8)
+    out = model(h, f, torch.randn(b, 6, 7), torch.ones(b, dtype=torch.bool), ALL,
+                proprio=torch.randn(b, 3, 5), lang=torch.randn(b, 12))
+    out["loss"].backward()
+    assert model.predict_action(h, num_steps=2, proprio=torch.randn(b, 3, 5)).shape == (b, 6, 7)
+
+
+def test_grad_checkpointing_same_loss(tiny_cfg, make_batch):
+    b = make_batch(2)
+    torch.manual_seed(0)
+    model = UVA(tiny_cfg)
+    l1 = model(**b, mode_weights=ALL, generator=torch.Generator().manual_seed(0))["loss"]
+    model.set_grad_checkpointing(True)
+    l2 = model(**b, mode_weights=ALL, generator=torch.Generator().manual_seed(0))["loss"]
+    l2.backward()
+    assert torch.allclose(l1, l2)
+
+
+def test_bf16_autocast(tiny_model, make_batch):
+    b = make_batch(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tiny_model(**b, mode_weights=ALL)
+        act = tiny_model.predict_action(b["history"], num_steps=2)
+    assert torch.isfinite(out["loss"]) and act.dtype == torch.float32
+
+
+def test_registry_sizes():
+    with torch.device("meta"):
+        b = UVA(model_config("uva-B"))
+    counts = count_parameters(b)
+    assert b.cfg.encoder_depth == b.cfg.decoder_depth == 12 and b.cfg.width == 768 and b.cfg.head_depth == 6
+    assert 200e6 < counts["total"] < 300e6
