@@ -100,13 +100,23 @@ def test_mask_ratio_distribution():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODE_NAMES)
-def test_tiny_model_overfits_fixed_batch(mode, tiny_cfg, make_batch):
+def test_tiny_model_overfits_fixed_batch(mode, make_batch):
+    # a little wider than uva-tiny so it can memorise every token of the batch
+    cfg = model_config("uva-tiny", width=64, decoder_width=64, head_width=64, action_head_width=64)
     torch.manual_seed(0)
-    model = UVA(tiny_cfg)
-    b = make_batch(4, seed=1)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model = UVA(cfg)
+    c = cfg
+    g0 = torch.Generator().manual_seed(1)
+    shape = (c.latent_channels, c.latent_size, c.latent_size)
+    b = {"history": torch.randn(2, c.num_history, *shape, generator=g0),
+         "future": torch.randn(2, c.num_future, *shape, generator=g0),
+         "actions": torch.randn(2, c.action_horizon, c.action_dim, generator=g0),
+         "has_actions": torch.ones(2, dtype=torch.bool)}
+    m = modes(mode, mode)
+    steps = 1500
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(0)
-    m = modes(*[mode] * 4)
 
     def evaluate():
         with torch.no_grad():
@@ -114,8 +124,6 @@ def test_tiny_model_overfits_fixed_batch(mode, tiny_cfg, make_batch):
                                 for s in range(8)]).mean().item()
 
     first = evaluate()
-    steps = 1000
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in range(steps):
         loss = model(**b, mode_weights=ALL, modes=m, generator=g)["loss"]
         opt.zero_grad()

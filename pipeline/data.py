@@ -1,0 +1,228 @@
+"""Training data: latent shard sets -> windows of (history, future, actions), mixed by weight.
+
+Each source is one shard set written by encode_latents.py. Its pipeline, in order:
+
+    shard list -> shuffle shards (seed, epoch) -> split by node -> split by worker
+    -> read episodes -> cut windows -> shuffle buffer
+
+and sources are mixed by sampling weight (robot data beside action-free human video) before
+batching. A shard set whose VAE identity differs from the configured one is refused; actions
+are normalized with the set's stored per-robot statistics; a corrupt sample is skipped and
+counted, never fatal. With fewer shards than ranks x workers, shards are repeated so that no
+worker starves (and no rank hangs waiting for another).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from preprocessing.shards import iter_tar_samples, load_index
+
+
+@dataclass
+class SourceConfig:
+    """One latent shard set and its share of the training mix."""
+
+    path: str  # folder with index.json and the tars
+    weight: float = 1.0  # sampling weight in the mix
+    camera: str | None = None  # camera to train on (default: the first stored)
+
+    def validate(self) -> None:
+        if self.weight <= 0:
+            raise ValueError(f"data.sources weight for '{self.path}' must be positive, got {self.weight}")
+
+
+@dataclass
+class WindowConfig:
+    """Time layout of one training sample, cut from stored episodes at load time."""
+
+    num_history: int = 4  # history frames
+    num_future: int = 4  # future frames
+    frame_stride: int = 4  # stored frames between consecutive model frames
+    action_horizon: int = 16  # actions per sample, spread evenly over the future span
+    window_stride: int = 1  # start offset between windows of one episode
+
+    def validate(self) -> None:
+        for key in ("num_history", "num_future", "frame_stride", "action_horizon", "window_stride"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"data.window.{key} must be positive")
+        if (self.num_future * self.frame_stride) % self.action_horizon:
+            raise ValueError(f"data.window: num_future * frame_stride = {self.num_future * self.frame_stride} "
+                             f"must be a multiple of action_horizon = {self.action_horizon}")
+
+    @property
+    def span(self) -> int:
+        """Stored frames one window covers."""
+        return (self.num_history + self.num_future - 1) * self.frame_stride + 1
+
+
+@dataclass
+class DataConfig:
+    """Where training data comes from and how it is cut and mixed."""
+
+    sources: list[SourceConfig] = field(default_factory=list)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    vae_identity: str | None = None  # required VAE hash; None = all sources must agree
+    action_dim: int = 2  # actions are zero-padded/validated to this width
+    normalization: str = "mean_std"  # mean_std or q01_q99 (to [-1, 1])
+    shuffle_buffer: int = 256  # windows held for shuffling per source
+    num_workers: int = 1  # DataLoader workers per rank
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.normalization not in ("mean_std", "q01_q99"):
+            raise ValueError(f"data.normalization must be mean_std or q01_q99, got {self.normalization!r}")
+        if self.shuffle_buffer < 1 or self.num_workers < 0 or self.action_dim <= 0:
+            raise ValueError("data.shuffle_buffer and data.action_dim must be positive, num_workers >= 0")
+
+
+def normalize(actions: np.ndarray, stats: dict, mode: str) -> np.ndarray:
+    """Robot units -> model units (per dimension)."""
+    if mode == "mean_std":
+        return (actions - np.asarray(stats["mean"])) / np.maximum(np.asarray(stats["std"]), 1e-6)
+    lo, hi = np.asarray(stats["q01"]), np.asarray(stats["q99"])
+    return 2 * (actions - lo) / np.maximum(hi - lo, 1e-6) - 1
+
+
+def unnormalize(actions: np.ndarray, stats: dict, mode: str) -> np.ndarray:
+    """Model units -> robot units; the inverse of ``normalize``."""
+    if mode == "mean_std":
+        return actions * np.maximum(np.asarray(stats["std"]), 1e-6) + np.asarray(stats["mean"])
+    lo, hi = np.asarray(stats["q01"]), np.asarray(stats["q99"])
+    return (actions + 1) / 2 * np.maximum(hi - lo, 1e-6) + lo
+
+
+def cut_windows(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig) -> Iterator[dict]:
+    """All windows of one episode. latents (T, C, h, w); actions (T, A) or None."""
+    t = latents.shape[0]
+    s = w.frame_stride
+    action_step = w.num_future * s // w.action_horizon
+    for start in range(0, t - w.span + 1, w.window_stride):
+        frames = start + s * np.arange(w.num_history + w.num_future)
+        last_hist = frames[w.num_history - 1]
+        sample = {"history": latents[frames[: w.num_history]], "future": latents[frames[w.num_history :]]}
+        if actions is not None:
+            # the actions taken from the last history frame up to the last future frame
+            sample["actions"] = actions[last_hist + action_step * np.arange(w.action_horizon)]
+        yield sample
+
+
+class ShardSetStream(torch.utils.data.IterableDataset):
+    """Endless stream of windows from one shard set, split over ranks and workers."""
+
+    def __init__(self, source: SourceConfig, cfg: DataConfig, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        self.source, self.cfg, self.rank, self.world_size = source, cfg, rank, world_size
+        self.root = Path(source.path)
+        index = load_index(self.root)
+        if cfg.vae_identity and index["vae"] != cfg.vae_identity:
+            raise ValueError(f"shard set '{source.path}' was encoded with VAE {index['vae']}, "
+                             f"but training is configured for VAE {cfg.vae_identity}")
+        self.vae_identity = index["vae"]
+        self.shards = [str(self.root / s["name"]) for s in index["shards"] if s["num_episodes"]]
+        if not self.shards:
+            raise ValueError(f"shard set '{source.path}' has no episodes")
+        stats_path = self.root / "stats.json"
+        self.stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+        self.epoch = 0
+        self.num_corrupt = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _my_shards(self, epoch: int) -> list[str]:
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        slots = self.world_size * nw
+        shards = list(self.shards)
+        random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(shards)  # same order on every rank
+        while len(shards) < slots:  # fewer shards than consumers: repeat rather than starve a rank
+            shards += shards[: slots - len(shards)]
+        slot = self.rank * nw + wid
+        return shards[slot::slots]
+
+    def _episode_windows(self, sample: dict) -> Iterator[dict]:
+        meta = sample["meta.json"]
+        cams = sorted(k for k in sample if k.startswith("latents."))
+        cam = f"latents.{self.source.camera}.npy" if self.source.camera else cams[0]
+        latents = sample[cam].astype(np.float32)
+        actions = sample.get("actions.npy")
+        if actions is not None:
+            stats = self.stats.get(meta["robot"])
+            if stats is None:
+                raise ValueError(f"no action statistics for robot '{meta['robot']}'")
+            actions = normalize(actions.astype(np.float32), stats, self.cfg.normalization).astype(np.float32)
+            if actions.shape[1] > self.cfg.action_dim:
+                raise ValueError(f"robot '{meta['robot']}' has action dim {actions.shape[1]} > {self.cfg.action_dim}")
+            actions = np.pad(actions, ((0, 0), (0, self.cfg.action_dim - actions.shape[1])))
+        for win in cut_windows(latents, actions, self.cfg.window):
+            has = "actions" in win
+            yield {"history": torch.from_numpy(np.ascontiguousarray(win["history"])),
+                   "future": torch.from_numpy(np.ascontiguousarray(win["future"])),
+                   "actions": torch.from_numpy(np.ascontiguousarray(win["actions"])) if has
+                   else torch.zeros(self.cfg.window.action_horizon, self.cfg.action_dim),
+                   "has_actions": torch.tensor(has)}
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        rng = random.Random(hash((self.cfg.seed, self.rank, info.id if info else 0, str(self.root))))
+        buffer: list[dict] = []
+        epoch = self.epoch
+        while True:
+            for shard in self._my_shards(epoch):
+                try:
+                    for sample in iter_tar_samples(shard):
+                        try:
+                            for win in self._episode_windows(sample):
+                                if len(buffer) < self.cfg.shuffle_buffer:
+                                    buffer.append(win)
+                                    continue
+                                i = rng.randrange(len(buffer))
+                                buffer[i], win = win, buffer[i]
+                                yield win
+                        except (KeyError, ValueError, IndexError) as err:
+                            self.num_corrupt += 1
+                            print(f"[data] skipped sample {sample.get('__key__')} in {shard}: {err}", flush=True)
+                except (OSError, EOFError) as err:  # torn or unreadable tar: skip the rest of it
+                    self.num_corrupt += 1
+                    print(f"[data] skipped unreadable shard {shard}: {err}", flush=True)
+            epoch += 1
+
+
+class MixedStream(torch.utils.data.IterableDataset):
+    """Weighted mixture of shard-set streams (seeded, per rank and worker)."""
+
+    def __init__(self, cfg: DataConfig, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        if not cfg.sources:
+            raise ValueError("data.sources is empty: give at least one latent shard set")
+        self.cfg = cfg
+        self.streams = [ShardSetStream(s, cfg, rank, world_size) for s in cfg.sources]
+        ids = {s.vae_identity for s in self.streams}
+        if len(ids) > 1:
+            raise ValueError(f"data.sources were encoded with different VAEs: {sorted(ids)}")
+        self.vae_identity = ids.pop()
+        self.rank = rank
+        w = np.asarray([s.weight for s in cfg.sources], dtype=np.float64)
+        self.probs = w / w.sum()
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.cfg.seed, self.rank, info.id if info else 0])
+        iters = [iter(s) for s in self.streams]
+        while True:
+            yield next(iters[rng.choice(len(iters), p=self.probs)])
+
+
+def make_loader(cfg: DataConfig, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.utils.data.DataLoader:
+    """Batches of {'history', 'future', 'actions', 'has_actions'} for one rank."""
+    return torch.utils.data.DataLoader(MixedStream(cfg, rank, world_size), batch_size=batch_size,
+                                       num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+                                       prefetch_factor=4 if cfg.num_workers > 0 else None)

@@ -1,0 +1,100 @@
+"""Latent-shard loading: windows, normalization, VAE check, mixing, starving, corrupt samples."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.data import (DataConfig, MixedStream, ShardSetStream, SourceConfig, WindowConfig, cut_windows,
+                           make_loader, normalize, unnormalize)
+from preprocessing.shards import INDEX_FORMAT, compute_action_stats, npy_bytes, write_shard
+
+
+def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: bool, vae: str = "vae0",
+             per_shard: int = 2, corrupt: bool = False) -> Path:
+    root.mkdir(parents=True)
+    shards = []
+    for s in range(0, episodes, per_shard):
+        samples = []
+        for e in range(s, min(s + per_shard, episodes)):
+            lat = np.full((frames, 4, 2, 2), e, np.float16) + np.arange(frames, dtype=np.float16)[:, None, None, None]
+            sample = {"__key__": f"{robot}{e}", "latents.main.npy": npy_bytes(lat),
+                      "meta.json": json.dumps({"robot": robot}).encode()}
+            if with_actions:
+                sample["actions.npy"] = npy_bytes(np.stack([np.arange(frames), -np.arange(frames)], 1).astype(np.float32))
+            if corrupt and e == 0:
+                del sample["meta.json"]
+            samples.append(sample)
+        write_shard(root, "latents", s // per_shard, samples, {})
+        shards.append({"name": f"latents-{s // per_shard:06d}.tar", "num_episodes": len(samples), "num_frames": 0})
+    (root / "index.json").write_text(json.dumps({"format": INDEX_FORMAT, "vae": vae, "shards": shards}))
+    stats = compute_action_stats(sorted(root.glob("*.tar"))) if with_actions and not corrupt else \
+        ({robot: {"mean": [0, 0], "std": [1, 1]}} if with_actions else {})
+    (root / "stats.json").write_text(json.dumps(stats))
+    return root
+
+
+def test_cut_windows_layout():
+    w = WindowConfig(num_history=2, num_future=2, frame_stride=3, action_horizon=6)
+    lat = np.arange(12, dtype=np.float32)[:, None, None, None]
+    act = np.arange(12, dtype=np.float32)[:, None]
+    wins = list(cut_windows(lat, act, w))
+    assert len(wins) == 12 - w.span + 1 == 3
+    first = wins[0]
+    assert first["history"].ravel().tolist() == [0, 3] and first["future"].ravel().tolist() == [6, 9]
+    assert first["actions"].ravel().tolist() == [3, 4, 5, 6, 7, 8]  # from the last history frame on
+    with pytest.raises(ValueError, match="multiple of action_horizon"):
+        WindowConfig(num_future=2, frame_stride=3, action_horizon=4).validate()
+
+
+@pytest.mark.parametrize("mode", ["mean_std", "q01_q99"])
+def test_normalization_round_trip(mode):
+    x = np.random.default_rng(0).normal(3, 2, (100, 3))
+    stats = {"mean": x.mean(0), "std": x.std(0), "q01": np.quantile(x, 0.01, 0), "q99": np.quantile(x, 0.99, 0)}
+    assert np.allclose(unnormalize(normalize(x, stats, mode), stats, mode), x)
+
+
+def test_refuses_foreign_vae(tmp_path):
+    make_set(tmp_path / "a", "arm", 2, 20, True, vae="aaa")
+    cfg = DataConfig(sources=[SourceConfig(str(tmp_path / "a"))], vae_identity="bbb")
+    with pytest.raises(ValueError, match="VAE aaa"):
+        ShardSetStream(cfg.sources[0], cfg)
+    make_set(tmp_path / "b", "human", 2, 20, False, vae="ccc")
+    with pytest.raises(ValueError, match="different VAEs"):
+        MixedStream(DataConfig(sources=[SourceConfig(str(tmp_path / "a")), SourceConfig(str(tmp_path / "b"))]))
+
+
+def test_mix_weights_actions_normalized_and_action_free(tmp_path):
+    make_set(tmp_path / "robot", "arm", 4, 20, True)
+    make_set(tmp_path / "human", "human", 4, 20, False)
+    cfg = DataConfig(sources=[SourceConfig(str(tmp_path / "robot"), 3.0), SourceConfig(str(tmp_path / "human"), 1.0)],
+                     window=WindowConfig(2, 2, 2, 4), shuffle_buffer=8, num_workers=0)
+    it = iter(MixedStream(cfg))
+    batch = [next(it) for _ in range(400)]
+    frac = sum(bool(b["has_actions"]) for b in batch) / len(batch)
+    assert 0.68 < frac < 0.82
+    acts = torch.stack([b["actions"] for b in batch if b["has_actions"]])
+    assert acts.abs().max() < 3  # normalized with stored statistics
+    assert all(b["actions"].abs().sum() == 0 for b in batch if not b["has_actions"])
+
+
+def test_no_starving_with_few_shards(tmp_path):
+    make_set(tmp_path / "one", "arm", 1, 20, True, per_shard=1)
+    cfg = DataConfig(sources=[SourceConfig(str(tmp_path / "one"))], window=WindowConfig(2, 2, 2, 4),
+                     shuffle_buffer=2, num_workers=2)
+    for rank in range(2):
+        loader = make_loader(cfg, batch_size=3, rank=rank, world_size=2)
+        batch = next(iter(loader))
+        assert batch["history"].shape == (3, 2, 4, 2, 2)
+
+
+def test_corrupt_sample_is_skipped(tmp_path):
+    make_set(tmp_path / "c", "arm", 3, 20, True, corrupt=True)
+    cfg = DataConfig(sources=[SourceConfig(str(tmp_path / "c"))], window=WindowConfig(2, 2, 2, 4),
+                     shuffle_buffer=1, num_workers=0)
+    stream = ShardSetStream(cfg.sources[0], cfg)
+    it = iter(stream)
+    wins = [next(it) for _ in range(30)]
+    assert stream.num_corrupt >= 1 and len(wins) == 30
