@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -172,7 +173,8 @@ class ShardSetStream(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
-        rng = random.Random(hash((self.cfg.seed, self.rank, info.id if info else 0, str(self.root))))
+        # zlib, not hash(): str hashes change per process, and the stream must replay exactly
+        rng = random.Random(zlib.crc32(f"{self.cfg.seed}/{self.rank}/{info.id if info else 0}/{self.root}".encode()))
         buffer: list[dict] = []
         epoch = self.epoch
         while True:

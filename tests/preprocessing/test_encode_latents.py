@@ -35,11 +35,12 @@ def ray_head():
     """A real Ray head on 127.0.0.1, stopped after the module."""
     port = free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+    ray_cli = str(Path(sys.executable).parent / "ray")  # the venv's CLI, also when PATH lacks it
+    subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                     "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
                    check=True, env=env, capture_output=True)
     yield f"127.0.0.1:{port}"
-    subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True)
+    subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
 
 
 @pytest.fixture(scope="module")

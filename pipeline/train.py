@@ -1,0 +1,336 @@
+"""Training entry point: DeepSpeed ZeRO over latent shards, mixed masking, MLflow, exact resume.
+
+One entry point for every launcher (local, torchrun, srun, submitit):
+
+    python -m pipeline.train --config configs/pretrain/default.yaml [--set optim.lr=3e-4]
+    torchrun --nproc-per-node 2 -m pipeline.train --config ...
+
+Rank/world come from torchrun (RANK, WORLD_SIZE, LOCAL_RANK) or Slurm (SLURM_PROCID, ...).
+Everything is counted in optimizer steps. Checkpoints (model, optimizer/ZeRO state, LR
+schedule, step, EMA, RNG, MLflow run id, config) go to ``run_dir/checkpoints/step_N`` and are
+only used on resume once marked complete; SIGUSR1/SIGTERM (Slurm's warning, preemption)
+make every rank checkpoint at the next step boundary and exit with code 124.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline.config import load_config, to_dict
+from pipeline.data import make_loader
+from pipeline.train_config import TrainConfig
+from uva import UVA, count_parameters, model_config
+from uva.modes import MODE_NAMES, mode_weights_tensor
+
+PREEMPTED_EXIT = 124
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun or Slurm; sets MASTER_ADDR/PORT for Slurm."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    if "SLURM_PROCID" in os.environ:
+        rank, world = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+        if "MASTER_ADDR" not in os.environ:
+            nodes = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+                                   capture_output=True, text=True, check=True).stdout.split()
+            os.environ["MASTER_ADDR"] = nodes[0]
+        os.environ.setdefault("MASTER_PORT", str(29500 + int(os.environ.get("SLURM_JOB_ID", 0)) % 1000))
+        for key, value in (("RANK", rank), ("WORLD_SIZE", world), ("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0))):
+            os.environ[key] = str(value)
+        return rank, world, int(os.environ["LOCAL_RANK"])
+    os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    return 0, 1, 0
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine from 1 to min_lr_ratio at total_steps."""
+    warm = cfg.optim.warmup_steps
+    if step < warm:
+        return (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, cfg.total_steps - warm))
+    return cfg.optim.min_lr_ratio + (1 - cfg.optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def deepspeed_config(cfg: TrainConfig, world: int, bf16: bool) -> dict:
+    """The DeepSpeed JSON, generated from our config so one place holds the truth."""
+    ds = {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum_steps,
+        "train_batch_size": cfg.micro_batch_size * cfg.grad_accum_steps * world,
+        "gradient_clipping": cfg.optim.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if cfg.zero_stage == 3:
+        ds["zero_optimization"].update({"stage3_gather_16bit_weights_on_model_save": False})
+    return ds
+
+
+class EMA:
+    """Exponential moving average of this rank's parameter storage (full or ZeRO-3 shard)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.shadow = [self._local(p).detach().float().clone() for p in self.params]
+
+    @staticmethod
+    def _local(p: torch.nn.Parameter) -> torch.Tensor:
+        return p.ds_tensor if hasattr(p, "ds_tensor") else p.data
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for s, p in zip(self.shadow, self.params):
+            s.lerp_(self._local(p).float(), 1 - self.decay)
+
+
+class Checkpoints:
+    """Complete-only checkpoint folders ``step_N``: a COMPLETE marker is written last."""
+
+    def __init__(self, root: Path, keep: int):
+        self.root, self.keep = root, keep
+
+    def complete(self) -> list[int]:
+        if not self.root.is_dir():
+            return []
+        return sorted(int(p.name[5:]) for p in self.root.glob("step_*") if (p / "COMPLETE").is_file())
+
+    def latest(self) -> str | None:
+        steps = self.complete()
+        return f"step_{steps[-1]}" if steps else None
+
+    def finish(self, step: int) -> None:
+        (self.root / f"step_{step}" / "COMPLETE").write_text(str(step))
+        for old in self.complete()[: -self.keep]:
+            shutil.rmtree(self.root / f"step_{old}", ignore_errors=True)
+        for torn in self.root.glob("step_*"):  # partial folders of a job killed mid-save
+            if not (torn / "COMPLETE").is_file() and torn.name != f"step_{step}":
+                shutil.rmtree(torn, ignore_errors=True)
+
+
+class Tracker:
+    """MLflow on rank 0 only: one run per job, continued after a requeue."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, run_id: str | None):
+        self.active = rank == 0
+        self.run_id = run_id
+        if not self.active:
+            return
+        import mlflow
+
+        self.mlflow = mlflow
+        local = Path(cfg.run_dir).resolve()
+        mlflow.set_tracking_uri(cfg.tracking_uri or f"sqlite:///{local / 'mlflow.db'}")
+        if mlflow.get_experiment_by_name(cfg.experiment) is None:
+            # a local store keeps its artifacts in the run folder, not in the working directory
+            where = None if cfg.tracking_uri else (local / "mlartifacts").as_uri()
+            mlflow.create_experiment(cfg.experiment, artifact_location=where)
+        mlflow.set_experiment(cfg.experiment)
+        run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run()
+        self.run_id = run.info.run_id
+        if not run_id:
+            flat = {}
+
+            def walk(prefix, node):
+                if isinstance(node, dict):
+                    for k, v in node.items():
+                        walk(f"{prefix}.{k}" if prefix else k, v)
+                else:
+                    flat[prefix] = node
+
+            walk("", to_dict(cfg))
+            mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.active:
+            self.mlflow.log_metrics(metrics, step=step)
+
+    def artifact(self, path: str) -> None:
+        if self.active:
+            self.mlflow.log_artifact(path)
+
+    def close(self) -> None:
+        if self.active:
+            self.mlflow.end_run()
+
+
+def to_device(batch: dict, device: str, bf16: bool) -> dict:
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device, non_blocking=True)
+        out[k] = v.to(torch.bfloat16) if bf16 and v.is_floating_point() else v
+    return out
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) training; returns the per-step losses of this process and the final step."""
+    import deepspeed
+
+    rank, world, local_rank = dist_env()
+    cuda = torch.cuda.is_available()
+    device = f"cuda:{local_rank}" if cuda else "cpu"
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
+    run_dir = Path(cfg.run_dir)
+    ckpts = Checkpoints(run_dir / "checkpoints", cfg.keep_last)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    mcfg = model_config(cfg.model.size, **{**cfg.model.overrides,
+                                           "num_history": cfg.data.window.num_history,
+                                           "num_future": cfg.data.window.num_future,
+                                           "action_horizon": cfg.data.window.action_horizon,
+                                           "action_dim": cfg.data.action_dim})
+    model = UVA(mcfg)
+    if cfg.init_from:
+        state = torch.load(Path(cfg.init_from) / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                            betas=tuple(cfg.optim.betas))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
+                                           config=deepspeed_config(cfg, world, bf16))
+    ema = EMA(engine.module, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + rank)
+
+    step, run_id = 0, None
+    tag = ckpts.latest()
+    if tag:
+        _, client = engine.load_checkpoint(str(ckpts.root), tag)
+        if client["world_size"] != world:
+            raise ValueError(f"checkpoint {tag} was written by {client['world_size']} ranks; "
+                             f"resume with the same number of ranks (got {world})")
+        step, run_id = client["step"], client.get("mlflow_run_id")
+        local = torch.load(ckpts.root / tag / f"rank{rank}.pt", map_location="cpu", weights_only=True)
+        gen.set_state(local["generator"])
+        torch.set_rng_state(local["torch_rng"])
+        if ema is not None:
+            for s, v in zip(ema.shadow, local["ema"]):
+                s.copy_(v)
+        if rank == 0:
+            print(f"[train] resumed from {tag} at step {step}", flush=True)
+    tracker = Tracker(cfg, rank, run_id)
+    if rank == 0 and not run_id:
+        cfg_path = run_dir / "config.json"
+        cfg_path.write_text(json.dumps(to_dict(cfg), indent=1))
+        tracker.artifact(str(cfg_path))
+        print(f"[train] {cfg.model.size}: {count_parameters(model)['total'] / 1e6:.2f}M params, "
+              f"{world} rank(s), ZeRO-{cfg.zero_stage}, {'bf16' if bf16 else 'fp32'}", flush=True)
+
+    stop = {"flag": False}
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.__setitem__("flag", True))
+
+    def save(at: int) -> None:
+        tag = f"step_{at}"
+        client = {"step": at, "world_size": world, "mlflow_run_id": tracker.run_id, "config": to_dict(cfg)}
+        engine.save_checkpoint(str(ckpts.root), tag, client_state=client)
+        local = {"generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                 "ema": [s.cpu() for s in ema.shadow] if ema is not None else []}
+        torch.save(local, ckpts.root / tag / f"rank{rank}.pt")
+        torch.distributed.barrier()
+        if rank == 0:
+            ckpts.finish(at)
+            print(f"[train] checkpoint {tag}", flush=True)
+        torch.distributed.barrier()
+
+    loader = iter(make_loader(cfg.data, cfg.micro_batch_size, rank, world))
+    for _ in range(step * cfg.grad_accum_steps):  # data position: replay the deterministic stream
+        next(loader)
+    weights = mode_weights_tensor(cfg.mode_weights)
+    losses: list[float] = []
+    window = {"t": time.time(), "wait": 0.0, "samples": 0, "mode_sum": torch.zeros(len(MODE_NAMES)),
+              "mode_n": torch.zeros(len(MODE_NAMES))}
+    preempted = False
+    while step < cfg.total_steps:
+        step_loss = 0.0
+        for _ in range(cfg.grad_accum_steps):
+            t0 = time.time()
+            batch = to_device(next(loader), device, bf16)
+            window["wait"] += time.time() - t0
+            out = engine(**batch, mode_weights=weights, generator=gen)
+            engine.backward(out["loss"])
+            engine.step()
+            step_loss += out["loss"].item() / cfg.grad_accum_steps
+            per = out["per_sample"].detach().float().cpu()
+            window["mode_sum"].index_add_(0, out["modes"].cpu(), per)
+            window["mode_n"].index_add_(0, out["modes"].cpu(), torch.ones_like(per))
+            window["samples"] += per.numel() * world
+        step += 1
+        losses.append(step_loss)
+        if ema is not None:
+            ema.update()
+        if step % cfg.log_every == 0 or step == cfg.total_steps:
+            elapsed = time.time() - window["t"]
+            metrics = {"loss": step_loss, "lr": sched.get_last_lr()[0],
+                       "samples_per_s": window["samples"] / max(elapsed, 1e-9),
+                       "data_wait_frac": window["wait"] / max(elapsed, 1e-9)}
+            norm = engine.get_global_grad_norm()
+            if norm is not None:
+                metrics["grad_norm"] = float(norm)
+            for i, name in enumerate(MODE_NAMES):
+                if window["mode_n"][i] > 0:
+                    metrics[f"loss/{name}"] = float(window["mode_sum"][i] / window["mode_n"][i])
+            tracker.log(metrics, step)
+            if rank == 0:
+                print(f"[train] step {step}/{cfg.total_steps} loss {step_loss:.4f} lr {metrics['lr']:.2e} "
+                      f"{metrics['samples_per_s']:.1f} samples/s wait {metrics['data_wait_frac']:.1%}", flush=True)
+            window.update(t=time.time(), wait=0.0, samples=0)
+            window["mode_sum"].zero_()
+            window["mode_n"].zero_()
+        # every rank must agree to stop, or the checkpoint's collectives would hang
+        flag = torch.tensor([1.0 if stop["flag"] else 0.0])
+        torch.distributed.all_reduce(flag)
+        if flag.item() > 0:
+            save(step)
+            preempted = True
+            break
+        if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+            save(step)
+    if rank == 0 and not preempted:
+        final = run_dir / "final"
+        final.mkdir(exist_ok=True)
+    tracker.close()
+    return {"losses": losses, "step": step, "preempted": preempted, "run_id": tracker.run_id}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--losses-out", default=None, help="write this rank's per-step losses (JSON) here")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(TrainConfig, args.config, args.set)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    result = train(cfg)
+    if args.losses_out:
+        Path(f"{args.losses_out}.rank{os.environ.get('RANK', 0)}").write_text(json.dumps(result))
+    sys.exit(PREEMPTED_EXIT if result["preempted"] else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Training with real DeepSpeed (2 ranks, gloo, CPU), MLflow file store, checkpoints, exact resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline.test_data import make_set
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def base_sets(tmp_path: Path, data: Path) -> list[str]:
+    return ["model.size=uva-tiny", "model.overrides={latent_channels: 4, latent_size: 2, width: 32, decoder_width: 32}",
+            f"data.sources=[{{path: {data / 'robot'}, weight: 3}}, {{path: {data / 'human'}, weight: 1}}]",
+            "data.window={num_history: 2, num_future: 2, frame_stride: 2, action_horizon: 4}",
+            "data.num_workers=0", "data.shuffle_buffer=8", "micro_batch_size=4", "optim.warmup_steps=2",
+            "log_every=1", f"run_dir={tmp_path / 'run'}"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("latents")
+    make_set(root / "robot", "arm", 4, 24, True)
+    make_set(root / "human", "human", 2, 24, False)
+    return root
+
+
+def run_train(sets: list[str], nproc: int, out: Path, wait: bool = True, **kw):
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "pipeline.train"]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--master-port=0",
+               "-m", "pipeline.train"]
+    cmd += [a for s in sets for a in ("--set", s)] + ["--losses-out", str(out)]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_rank_deepspeed_zero(stage, data, tmp_path):
+    sets = base_sets(tmp_path, data) + [f"zero_stage={stage}", "total_steps=4", "checkpoint_every=2"]
+    run_train(sets, 2, tmp_path / "losses")
+    r0 = json.loads(Path(f"{tmp_path / 'losses'}.rank0").read_text())
+    r1 = json.loads(Path(f"{tmp_path / 'losses'}.rank1").read_text())
+    assert r0["step"] == r1["step"] == 4 and len(r0["losses"]) == 4
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["step_2", "step_4"] and (tmp_path / "run" / "checkpoints" / "step_4" / "COMPLETE").is_file()
+    assert r1["run_id"] is None  # only rank 0 talks to MLflow
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    run = client.get_run(r0["run_id"])
+    assert run.data.params["zero_stage"] == str(stage)
+    assert {"loss", "lr", "samples_per_s", "data_wait_frac"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(r0["run_id"], "loss")) == 4
+
+
+@pytest.mark.slow
+def test_preempt_checkpoint_resume_matches_uninterrupted(data, tmp_path):
+    ref = tmp_path / "ref"
+    sets = base_sets(ref, data) + ["zero_stage=2", "total_steps=8", "checkpoint_every=100"]
+    run_train(sets, 1, ref / "losses")
+    expected = json.loads(Path(f"{ref / 'losses'}.rank0").read_text())["losses"]
+
+    job = tmp_path / "job"
+    sets = base_sets(job, data) + ["zero_stage=2", "total_steps=8", "checkpoint_every=100"]
+    proc = run_train(sets, 1, job / "losses", wait=False)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "step 3/8" in line:
+            proc.send_signal(signal.SIGUSR1)  # Slurm's warning signal
+    assert proc.wait(timeout=600) == 124, "".join(seen)[-3000:]
+    first = json.loads(Path(f"{job / 'losses'}.rank0").read_text())
+    assert first["preempted"] and 3 <= first["step"] < 8
+    run_train(sets, 1, job / "losses")
+    second = json.loads(Path(f"{job / 'losses'}.rank0").read_text())
+    assert second["run_id"] == first["run_id"]  # the same MLflow run continues
+    assert first["losses"] + second["losses"] == pytest.approx(expected, rel=1e-6, abs=1e-7)
