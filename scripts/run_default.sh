@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The embedded default, end to end on this machine: set up, generate robot demos, gather
-# action-free human video, encode both into latent shards with the shipped VAE (local Ray).
+# action-free human video, encode both into latent shards with the shipped VAE (local Ray),
+# then pretrain the joint model on both (local DeepSpeed, MLflow store in the run folder).
 # Everything lands under runs/default/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,3 +17,7 @@ $PY preprocessing/encode_latents.py --config configs/preprocess/default.yaml \
 $PY preprocessing/encode_latents.py --config configs/preprocess/default.yaml \
     --video-folder "$HUMAN" --robot human --output "$OUT/latents/human"
 echo "[default] latent shards in $OUT/latents (index.json, stats.json, errors.jsonl beside the tars)"
+$PY -m pipeline.train --config configs/pretrain/default.yaml \
+    --set "data.sources=[{path: $OUT/latents/robot, weight: 3}, {path: $OUT/latents/human, weight: 1}]" \
+    --set run_dir="$OUT/pretrain"
+echo "[default] checkpoints in $OUT/pretrain/checkpoints; MLflow: .venv/bin/mlflow ui --backend-store-uri sqlite:///$OUT/pretrain/mlflow.db"

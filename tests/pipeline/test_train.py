@@ -36,7 +36,7 @@ def run_train(sets: list[str], nproc: int, out: Path, wait: bool = True, **kw):
     if nproc == 1:
         cmd = [sys.executable, "-m", "pipeline.train"]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--master-port=0",
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "pipeline.train"]
     cmd += [a for s in sets for a in ("--set", s)] + ["--losses-out", str(out)]
     if not wait:
@@ -54,7 +54,7 @@ def test_two_rank_deepspeed_zero(stage, data, tmp_path):
     r0 = json.loads(Path(f"{tmp_path / 'losses'}.rank0").read_text())
     r1 = json.loads(Path(f"{tmp_path / 'losses'}.rank1").read_text())
     assert r0["step"] == r1["step"] == 4 and len(r0["losses"]) == 4
-    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*"))
     assert ckpts == ["step_2", "step_4"] and (tmp_path / "run" / "checkpoints" / "step_4" / "COMPLETE").is_file()
     assert r1["run_id"] is None  # only rank 0 talks to MLflow
     import mlflow

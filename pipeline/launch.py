@@ -1,0 +1,66 @@
+"""Launchers around the one training entry point (pipeline.train).
+
+    uva-pretrain --config configs/pretrain/default.yaml [--nproc 2] [--set k=v]
+    uva-pretrain --submitit --nodes 2 --gpus-per-node 8 --partition gpu --config ...
+
+Local: one process, or ``--nproc N`` processes through torchrun. Submitit: a Checkpointable
+job whose ``checkpoint`` hook requeues it; on timeout/preemption the training code has already
+saved (SIGUSR1/SIGTERM handler) and resumes from the latest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+
+class TrainJob:
+    """Submitit callable: runs pipeline.train in each task and asks to be requeued on preemption."""
+
+    def __init__(self, argv: list[str]):
+        self.argv = argv
+
+    def __call__(self) -> None:
+        from pipeline.train import main
+
+        main(self.argv)
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TrainJob(self.argv))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nproc", type=int, default=1, help="local processes (torchrun)")
+    p.add_argument("--submitit", action="store_true", help="submit to Slurm through submitit")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus-per-node", type=int, default=0)
+    p.add_argument("--tasks-per-node", type=int, default=1)
+    p.add_argument("--partition", default=None)
+    p.add_argument("--timeout-min", type=int, default=60 * 24)
+    p.add_argument("--log-dir", default="logs/submitit")
+    args, rest = p.parse_known_args(argv)
+    if args.submitit:
+        import submitit
+
+        ex = submitit.AutoExecutor(folder=args.log_dir)
+        ex.update_parameters(nodes=args.nodes, tasks_per_node=max(args.tasks_per_node, args.gpus_per_node or 1),
+                             gpus_per_node=args.gpus_per_node or None, timeout_min=args.timeout_min,
+                             slurm_partition=args.partition, slurm_signal_delay_s=120)
+        job = ex.submit(TrainJob(rest))
+        print(f"submitted {job.job_id}")
+        return
+    if args.nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}", "-m", "pipeline.train", *rest]
+        sys.exit(subprocess.call(cmd, env={**os.environ}))
+    from pipeline.train import main as train_main
+
+    train_main(rest)
+
+
+if __name__ == "__main__":
+    main()

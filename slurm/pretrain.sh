@@ -1,0 +1,32 @@
+#!/bin/bash
+# Pretrain on a Slurm cluster: one task per GPU, every task runs the same entry point.
+#
+#   sbatch --nodes=2 --ntasks-per-node=8 --gpus-per-node=8 slurm/pretrain.sh --config configs/pretrain/default.yaml
+#
+# Slurm sends SIGUSR1 120 s before the time limit (--signal); every rank then checkpoints and
+# exits 124, and the job requeues itself and resumes from the latest complete checkpoint.
+#SBATCH --job-name=uva-pretrain
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=8
+#SBATCH --time=24:00:00
+#SBATCH --signal=USR1@120
+#SBATCH --requeue
+#SBATCH --output=logs/%x-%j.out
+set -uo pipefail
+cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
+PY=${PYTHON:-.venv/bin/python}
+mkdir -p logs
+export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+export MASTER_PORT=${MASTER_PORT:-$((29500 + SLURM_JOB_ID % 1000))}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
+
+# srun forwards the signal to every task; the training code handles it.
+srun --kill-on-bad-exit=1 "$PY" -m pipeline.train "$@"
+code=$?
+if [ "$code" -eq 124 ]; then
+  echo "[pretrain] preempted: checkpointed, requeueing job $SLURM_JOB_ID"
+  scontrol requeue "$SLURM_JOB_ID"
+  exit 0
+fi
+exit "$code"
