@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -253,6 +254,32 @@ def train(cfg: TrainConfig) -> dict:
             print(f"[train] checkpoint {tag}", flush=True)
         torch.distributed.barrier()
 
+    eval_state: dict = {}
+
+    def run_eval(at: int) -> None:
+        from pipeline.evaluate import evaluate, write_prediction_video
+
+        if "loader" not in eval_state:
+            data = replace(cfg.data, sources=cfg.eval_sources or cfg.data.sources, seed=cfg.data.seed + 1,
+                           num_workers=0)
+            eval_state["loader"] = iter(make_loader(data, cfg.eval_batch_size, rank, world))
+            if rank == 0 and cfg.eval_vae:
+                from pipeline.vae_store import load_vae
+
+                eval_state["vae"] = load_vae(cfg.eval_vae)
+        batch = to_device(next(eval_state["loader"]), device, bf16)
+        res = evaluate(engine.module, batch, cfg.eval_sampling_steps, cfg.eval_iters,
+                       torch.Generator(device="cpu").manual_seed(cfg.seed + at))
+        metrics = res["metrics"]
+        if "vae" in eval_state:
+            path = run_dir / "eval" / f"prediction_step{at:07d}.mp4"
+            path.parent.mkdir(exist_ok=True)
+            metrics["val/video_psnr"] = write_prediction_video(eval_state["vae"], batch, res["future"], path)
+            tracker.artifact(str(path))
+        tracker.log(metrics, at)
+        if rank == 0:
+            print(f"[eval] step {at}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())), flush=True)
+
     loader = iter(make_loader(cfg.data, cfg.micro_batch_size, rank, world))
     for _ in range(step * cfg.grad_accum_steps):  # data position: replay the deterministic stream
         next(loader)
@@ -297,6 +324,8 @@ def train(cfg: TrainConfig) -> dict:
             window.update(t=time.time(), wait=0.0, samples=0)
             window["mode_sum"].zero_()
             window["mode_n"].zero_()
+        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.total_steps):
+            run_eval(step)
         # every rank must agree to stop, or the checkpoint's collectives would hang
         flag = torch.tensor([1.0 if stop["flag"] else 0.0])
         torch.distributed.all_reduce(flag)
@@ -306,9 +335,6 @@ def train(cfg: TrainConfig) -> dict:
             break
         if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
             save(step)
-    if rank == 0 and not preempted:
-        final = run_dir / "final"
-        final.mkdir(exist_ok=True)
     tracker.close()
     return {"losses": losses, "step": step, "preempted": preempted, "run_id": tracker.run_id}
 

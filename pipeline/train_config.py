@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.data import DataConfig
+from pipeline.data import DataConfig, SourceConfig
 
 
 @dataclass
@@ -55,12 +55,21 @@ class TrainConfig:
     tracking_uri: str | None = None  # MLflow server; default: a file store in run_dir
     init_from: str | None = None  # weights to start from (a checkpoint folder of ours)
     seed: int = 0
+    # evaluation
+    eval_every: int = 0  # optimizer steps between evaluations (0 = never)
+    eval_sources: list[SourceConfig] = field(default_factory=list)  # held-out shard sets (default: training sets)
+    eval_vae: str | None = None  # VAE bundle to decode predictions into an mp4 artifact (None = no video)
+    eval_batch_size: int = 4
+    eval_sampling_steps: int = 16  # diffusion steps for predicted actions and video
+    eval_iters: int = 4  # MaskGIT rounds for predicted video
 
     def validate(self) -> None:
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         for key in ("total_steps", "micro_batch_size", "grad_accum_steps", "checkpoint_every", "keep_last", "log_every"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")

@@ -88,3 +88,63 @@ def test_preempt_checkpoint_resume_matches_uninterrupted(data, tmp_path):
     second = json.loads(Path(f"{job / 'losses'}.rank0").read_text())
     assert second["run_id"] == first["run_id"]  # the same MLflow run continues
     assert first["losses"] + second["losses"] == pytest.approx(expected, rel=1e-6, abs=1e-7)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real MLflow tracking server on 127.0.0.1 with artifact serving."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow_cli = str(Path(sys.executable).parent / "mlflow")
+    proc = subprocess.Popen([mlflow_cli, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                             "--artifacts-destination", str(tmp_path / "server_artifacts")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError("mlflow server did not start")
+            time.sleep(0.5)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_mlflow_server_receives_params_metrics_and_video(data, tmp_path, mlflow_server):
+    import mlflow
+    import torch
+
+    from pipeline.vae_store import save_vae
+    from uva.vae import AutoencoderKL, VAEConfig
+
+    torch.manual_seed(0)  # a VAE whose latents match the test shards: 4 channels, stride 2
+    vae = save_vae(AutoencoderKL(VAEConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=4,
+                                           attn_resolutions=(), resolution=4, scale=1.0, num_groups=4)),
+                   tmp_path / "vae.safetensors")
+    sets = base_sets(tmp_path, data) + ["zero_stage=2", "total_steps=4", "checkpoint_every=100",
+                                        f"tracking_uri={mlflow_server}", "eval_every=2", f"eval_vae={vae}",
+                                        "eval_sampling_steps=2", "eval_iters=2", "eval_batch_size=2"]
+    run_train(sets, 2, tmp_path / "losses")
+    run_id = json.loads(Path(f"{tmp_path / 'losses'}.rank0").read_text())["run_id"]
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    run = client.get_run(run_id)
+    assert run.data.params["total_steps"] == "4" and run.data.params["model.size"] == "uva-tiny"
+    metrics = set(run.data.metrics)
+    assert {"loss", "lr", "val/video_psnr", "val/action_mse", "val/loss/policy"} <= metrics
+    assert any(m.startswith("loss/") for m in metrics)
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.json", "prediction_step0000002.mp4", "prediction_step0000004.mp4"} <= names
+    local = client.download_artifacts(run_id, "prediction_step0000004.mp4", str(tmp_path / "dl"))
+    from preprocessing.decode import read_clip
+
+    assert read_clip(local, None, 4).frames.shape[0] == 4  # 2 history + 2 predicted frames

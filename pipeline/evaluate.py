@@ -1,0 +1,65 @@
+"""Evaluation during training: per-mode loss, policy action error, video prediction PSNR, and a
+decoded prediction video (real pixels through the VAE decoder) for MLflow.
+
+Every rank runs the same forward passes (ZeRO-3 gathers parameters collectively); only rank 0
+decodes and writes the video.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uva.model import UVA
+from uva.modes import MODE_NAMES, mode_weights_tensor
+
+
+@torch.no_grad()
+def evaluate(model: UVA, batch: dict, num_steps: int, num_iters: int, generator: torch.Generator) -> dict:
+    """Metrics on one held-out batch; returns metrics and the predicted future latents."""
+    was_training = model.training
+    model.eval()
+    metrics = {}
+    weights = mode_weights_tensor({n: 1.0 for n in MODE_NAMES})
+    b = batch["history"].shape[0]
+    for i, name in enumerate(MODE_NAMES):
+        out = model(**batch, mode_weights=weights, modes=torch.full((b,), i), generator=generator)
+        metrics[f"val/loss/{name}"] = float(out["per_sample"].float().mean())
+    pred_actions = model.predict_action(batch["history"], num_steps=num_steps, generator=generator)
+    has = batch["has_actions"].bool()
+    if has.any():
+        err = (pred_actions.float() - batch["actions"].float())[has]
+        metrics["val/action_mse"] = float(err.pow(2).mean())
+    future = model.generate_video(batch["history"], num_iters=num_iters, num_steps=num_steps, generator=generator)
+    metrics["val/latent_mse"] = float((future.float() - batch["future"].float()).pow(2).mean())
+    model.train(was_training)
+    return {"metrics": metrics, "future": future}
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) of pixel tensors in [-1, 1]."""
+    mse = (a.clamp(-1, 1) - b.clamp(-1, 1)).pow(2).mean().item()
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def decode_video(vae, latents: torch.Tensor) -> torch.Tensor:
+    """(T, C, h, w) scaled latents -> (T, 3, H, W) pixels in [-1, 1]."""
+    return vae.decode(latents.float().cpu())
+
+
+def write_prediction_video(vae, batch: dict, future: torch.Tensor, path: Path, fps: float = 4.0) -> float:
+    """Side-by-side mp4 (top: truth, bottom: prediction) of sample 0; returns the PSNR."""
+    from preprocessing.video_io import write_mp4
+
+    hist = decode_video(vae, batch["history"][0])
+    truth = torch.cat([hist, decode_video(vae, batch["future"][0])])
+    pred = torch.cat([hist, decode_video(vae, future[0])])
+    value = psnr(pred[len(hist):], truth[len(hist):])
+    frames = torch.cat([truth, pred], dim=2)  # stack vertically: (T, 3, 2H, W)
+    frames = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    write_mp4(path, np.ascontiguousarray(frames), fps)
+    return value
