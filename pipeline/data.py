@@ -115,10 +115,26 @@ def cut_windows(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig
         yield sample
 
 
+def read_stats(root: str | Path) -> dict:
+    """Per-robot action statistics of one shard set (empty for action-free sets)."""
+    path = Path(root) / "stats.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def merged_stats(sources: list[SourceConfig]) -> dict:
+    """Statistics per robot over the given sets; a robot keeps those of the first set it is in."""
+    stats: dict = {}
+    for src in sources:
+        for robot, value in read_stats(src.path).items():
+            stats.setdefault(robot, value)
+    return stats
+
+
 class ShardSetStream(torch.utils.data.IterableDataset):
     """Endless stream of windows from one shard set, split over ranks and workers."""
 
-    def __init__(self, source: SourceConfig, cfg: DataConfig, rank: int = 0, world_size: int = 1):
+    def __init__(self, source: SourceConfig, cfg: DataConfig, rank: int = 0, world_size: int = 1,
+                 stats: dict | None = None):
         super().__init__()
         self.source, self.cfg, self.rank, self.world_size = source, cfg, rank, world_size
         self.root = Path(source.path)
@@ -130,8 +146,7 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         self.shards = [str(self.root / s["name"]) for s in index["shards"] if s["num_episodes"]]
         if not self.shards:
             raise ValueError(f"shard set '{source.path}' has no episodes")
-        stats_path = self.root / "stats.json"
-        self.stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+        self.stats = stats if stats is not None else read_stats(self.root)
         self.epoch = 0
         self.num_corrupt = 0
 
@@ -201,12 +216,14 @@ class ShardSetStream(torch.utils.data.IterableDataset):
 class MixedStream(torch.utils.data.IterableDataset):
     """Weighted mixture of shard-set streams (seeded, per rank and worker)."""
 
-    def __init__(self, cfg: DataConfig, rank: int = 0, world_size: int = 1):
+    def __init__(self, cfg: DataConfig, rank: int = 0, world_size: int = 1, stats: dict | None = None):
         super().__init__()
         if not cfg.sources:
             raise ValueError("data.sources is empty: give at least one latent shard set")
         self.cfg = cfg
-        self.streams = [ShardSetStream(s, cfg, rank, world_size) for s in cfg.sources]
+        # one normalization per robot across all sets (held-out sets pass the training statistics)
+        self.stats = stats if stats is not None else merged_stats(cfg.sources)
+        self.streams = [ShardSetStream(s, cfg, rank, world_size, self.stats) for s in cfg.sources]
         ids = {s.vae_identity for s in self.streams}
         if len(ids) > 1:
             raise ValueError(f"data.sources were encoded with different VAEs: {sorted(ids)}")
@@ -223,8 +240,9 @@ class MixedStream(torch.utils.data.IterableDataset):
             yield next(iters[rng.choice(len(iters), p=self.probs)])
 
 
-def make_loader(cfg: DataConfig, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.utils.data.DataLoader:
+def make_loader(cfg: DataConfig, batch_size: int, rank: int = 0, world_size: int = 1,
+                stats: dict | None = None) -> torch.utils.data.DataLoader:
     """Batches of {'history', 'future', 'actions', 'has_actions'} for one rank."""
-    return torch.utils.data.DataLoader(MixedStream(cfg, rank, world_size), batch_size=batch_size,
+    return torch.utils.data.DataLoader(MixedStream(cfg, rank, world_size, stats), batch_size=batch_size,
                                        num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
                                        prefetch_factor=4 if cfg.num_workers > 0 else None)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import load_config, to_dict
-from pipeline.data import make_loader
+from pipeline.data import make_loader, merged_stats
 from pipeline.train_config import TrainConfig
 from uva import UVA, count_parameters, model_config
 from uva.modes import MODE_NAMES, mode_weights_tensor
@@ -262,7 +262,8 @@ def train(cfg: TrainConfig) -> dict:
         if "loader" not in eval_state:
             data = replace(cfg.data, sources=cfg.eval_sources or cfg.data.sources, seed=cfg.data.seed + 1,
                            num_workers=0)
-            eval_state["loader"] = iter(make_loader(data, cfg.eval_batch_size, rank, world))
+            eval_state["loader"] = iter(make_loader(data, cfg.eval_batch_size, rank, world,
+                                                    stats=merged_stats(cfg.data.sources)))
             if rank == 0 and cfg.eval_vae:
                 from pipeline.vae_store import load_vae
 

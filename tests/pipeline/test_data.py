@@ -98,3 +98,17 @@ def test_corrupt_sample_is_skipped(tmp_path):
     it = iter(stream)
     wins = [next(it) for _ in range(30)]
     assert stream.num_corrupt >= 1 and len(wins) == 30
+
+
+def test_held_out_set_uses_training_statistics(tmp_path):
+    make_set(tmp_path / "train", "arm", 2, 20, True)
+    make_set(tmp_path / "val", "arm", 2, 20, True)
+    stats = json.loads((tmp_path / "train" / "stats.json").read_text())
+    stats["arm"]["mean"] = [100.0, 100.0]
+    (tmp_path / "train" / "stats.json").write_text(json.dumps(stats))
+    from pipeline.data import merged_stats
+
+    cfg = DataConfig(sources=[SourceConfig(str(tmp_path / "val"))], window=WindowConfig(2, 2, 2, 4), num_workers=0)
+    train_stats = merged_stats([SourceConfig(str(tmp_path / "train"))])
+    win = next(iter(MixedStream(cfg, stats=train_stats)))
+    assert win["actions"].max() < -5  # shifted by the training mean, not the held-out set's own
