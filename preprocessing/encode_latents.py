@@ -33,6 +33,29 @@ from preprocessing.sources import Episode, read_lerobot, read_manifest, read_vid
 log = logging.getLogger("encode_latents")
 
 
+def ray_token_available() -> bool:
+    """True when a Ray auth token is at hand: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    try:
+        return Path(path).is_file() and Path(path).stat().st_size > 0
+    except OSError:
+        return False
+
+
+def match_ray_auth(address: str | None) -> None:
+    """Use the same auth mode as ``ray start`` when joining a cluster by address.
+
+    Ray >= 2.59 ``ray start --head`` turns token auth on whenever a token exists (a local
+    ``ray.init()`` leaves one in ~/.ray/auth_token), but a client given an explicit address
+    never does, so the two disagree and the client fails with InvalidAuthToken. An explicit
+    RAY_AUTH_MODE is always respected.
+    """
+    if address and address != "auto" and "RAY_AUTH_MODE" not in os.environ and ray_token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", action="append", default=[], help="JSONL manifest (repeatable)")
@@ -96,6 +119,7 @@ def check_run_identity(out: Path, identity: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    match_ray_auth(args.ray_address)  # before ray is imported: its config reads the env once
     import ray
 
     from pipeline.vae_store import load_vae

@@ -16,6 +16,15 @@ cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 PY=${PYTHON:-.venv/bin/python}
 RAY=${RAY:-$(dirname "$PY")/ray}
 export RAY_USAGE_STATS_ENABLED=0
+# One auth mode for head, workers and driver: token auth whenever a token is at hand (Ray's
+# coming default; the token file on a shared home reaches every node), else none.
+if [[ -z "${RAY_AUTH_MODE:-}" ]]; then
+  if [[ -n "${RAY_AUTH_TOKEN:-}" || -s "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" ]]; then
+    export RAY_AUTH_MODE=token
+  else
+    export RAY_AUTH_MODE=disabled
+  fi
+fi
 mkdir -p logs
 
 nodes=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,17 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_head():
-    """A real Ray head on 127.0.0.1, stopped after the module."""
+def ray_head(tmp_path_factory):
+    """A real Ray head on 127.0.0.1 with token auth (Ray's coming default), stopped after the module.
+
+    The token lives in a file of its own (RAY_AUTH_TOKEN_PATH, RAY_AUTH_MODE unset), the way
+    ``ray start`` finds ~/.ray/auth_token; the encode job must then join with the token too.
+    """
     port = free_port()
+    token = tmp_path_factory.mktemp("ray_auth") / "auth_token"
+    token.write_text(uuid.uuid4().hex)
+    saved = {k: os.environ.pop(k, None) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     ray_cli = str(Path(sys.executable).parent / "ray")  # the venv's CLI, also when PATH lacks it
     subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
@@ -41,6 +50,8 @@ def ray_head():
                    check=True, env=env, capture_output=True)
     yield f"127.0.0.1:{port}"
     subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH")
+    os.environ.update({k: v for k, v in saved.items() if v is not None})
 
 
 @pytest.fixture(scope="module")
