@@ -17,15 +17,33 @@ import sys
 
 
 class TrainJob:
-    """Submitit callable: runs pipeline.train in each task and asks to be requeued on preemption."""
+    """Submitit callable: runs pipeline.train in each task; requeues itself after a preemption.
+
+    Submitit's own USR2 handler would requeue at once, mid-step. Instead the training loop takes
+    the signal (it handles USR1/USR2/TERM while it runs), every rank checkpoints, and only then
+    does rank 0 hand the signal back to submitit, whose handler calls ``checkpoint`` and requeues.
+    """
 
     def __init__(self, argv: list[str]):
         self.argv = argv
 
-    def __call__(self) -> None:
-        from pipeline.train import main
+    def __call__(self) -> dict:
+        import signal
 
-        main(self.argv)
+        import submitit
+
+        from pipeline.train import run
+
+        env = submitit.JobEnvironment()
+        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
+        os.environ.setdefault("MASTER_PORT", str(29500 + int(env.job_id.split("_")[0]) % 1000))
+        os.environ.update({"RANK": str(env.global_rank), "WORLD_SIZE": str(env.num_tasks),
+                           "LOCAL_RANK": str(env.local_rank)})
+        result = run(self.argv)
+        if result["preempted"] and env.global_rank == 0:
+            sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+            os.kill(os.getpid(), sig)  # submitit's handler: checkpoint() -> scontrol requeue -> exit
+        return {k: result[k] for k in ("step", "preempted", "run_id")}
 
     def checkpoint(self, *args, **kwargs):
         import submitit
@@ -40,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--gpus-per-node", type=int, default=0)
     p.add_argument("--tasks-per-node", type=int, default=1)
+    p.add_argument("--cpus-per-task", type=int, default=8)
+    p.add_argument("--mem-gb", type=int, default=None, help="memory per node (default: the cluster's)")
     p.add_argument("--partition", default=None)
     p.add_argument("--timeout-min", type=int, default=60 * 24)
     p.add_argument("--log-dir", default="logs/submitit")
@@ -48,9 +68,15 @@ def main(argv: list[str] | None = None) -> None:
         import submitit
 
         ex = submitit.AutoExecutor(folder=args.log_dir)
-        ex.update_parameters(nodes=args.nodes, tasks_per_node=max(args.tasks_per_node, args.gpus_per_node or 1),
-                             gpus_per_node=args.gpus_per_node or None, timeout_min=args.timeout_min,
-                             slurm_partition=args.partition, slurm_signal_delay_s=120)
+        params = dict(nodes=args.nodes, tasks_per_node=max(args.tasks_per_node, args.gpus_per_node or 1),
+                      cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min, slurm_signal_delay_s=120)
+        if args.gpus_per_node:
+            params["gpus_per_node"] = args.gpus_per_node
+        if args.mem_gb:
+            params["mem_gb"] = args.mem_gb
+        if args.partition:
+            params["slurm_partition"] = args.partition
+        ex.update_parameters(**params)
         job = ex.submit(TrainJob(rest))
         print(f"submitted {job.job_id}")
         return

@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from pipeline.train_config import TrainConfig
 from uva import UVA, count_parameters, model_config
 from uva.modes import MODE_NAMES, mode_weights_tensor
 
+PREEMPT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 PREEMPTED_EXIT = 124
 
 
@@ -237,9 +239,11 @@ def train(cfg: TrainConfig) -> dict:
         print(f"[train] {cfg.model.size}: {count_parameters(model)['total'] / 1e6:.2f}M params, "
               f"{world} rank(s), ZeRO-{cfg.zero_stage}, {'bf16' if bf16 else 'fp32'}", flush=True)
 
+    # Slurm's warning signal (USR1 in slurm/pretrain.sh, USR2 under submitit) and SIGTERM: every
+    # rank finishes its step, all agree, checkpoint, return preempted. The previous handlers
+    # (submitit's requeue handler among them) come back when train() returns.
     stop = {"flag": False}
-    for sig in (signal.SIGUSR1, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.__setitem__("flag", True))
+    previous = {sig: signal.signal(sig, lambda *_: stop.__setitem__("flag", True)) for sig in PREEMPT_SIGNALS}
 
     def save(at: int) -> None:
         tag = f"step_{at}"
@@ -286,6 +290,7 @@ def train(cfg: TrainConfig) -> dict:
         next(loader)
     weights = mode_weights_tensor(cfg.mode_weights)
     losses: list[float] = []
+    history: list[dict] = []
     window = {"t": time.time(), "wait": 0.0, "samples": 0, "mode_sum": torch.zeros(len(MODE_NAMES)),
               "mode_n": torch.zeros(len(MODE_NAMES))}
     preempted = False
@@ -319,6 +324,8 @@ def train(cfg: TrainConfig) -> dict:
                 if window["mode_n"][i] > 0:
                     metrics[f"loss/{name}"] = float(window["mode_sum"][i] / window["mode_n"][i])
             tracker.log(metrics, step)
+            history.append({"step": step, "samples_per_s": metrics["samples_per_s"],
+                            "data_wait_frac": metrics["data_wait_frac"]})
             if rank == 0:
                 print(f"[train] step {step}/{cfg.total_steps} loss {step_loss:.4f} lr {metrics['lr']:.2e} "
                       f"{metrics['samples_per_s']:.1f} samples/s wait {metrics['data_wait_frac']:.1%}", flush=True)
@@ -333,14 +340,25 @@ def train(cfg: TrainConfig) -> dict:
         if flag.item() > 0:
             save(step)
             preempted = True
+            marker = os.environ.get("UVA_PREEMPT_MARKER")
+            if marker and rank == 0:  # tells the launcher script to requeue, whatever srun's exit code
+                Path(marker).write_text(f"step_{step}\n")
             break
         if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
             save(step)
     tracker.close()
-    return {"losses": losses, "step": step, "preempted": preempted, "run_id": tracker.run_id}
+    for sig, handler in previous.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if cuda:
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    return {"losses": losses, "step": step, "preempted": preempted, "run_id": tracker.run_id,
+            "throughput": history, "peak_memory_mb": peak_mb, "memory_kind": "cuda" if cuda else "rss"}
 
 
-def main(argv: list[str] | None = None) -> None:
+def run(argv: list[str] | None = None) -> dict:
+    """Parse the command line, train, write --losses-out, leave the process group; no exit."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -356,7 +374,15 @@ def main(argv: list[str] | None = None) -> None:
     result = train(cfg)
     if args.losses_out:
         Path(f"{args.losses_out}.rank{os.environ.get('RANK', 0)}").write_text(json.dumps(result))
-    sys.exit(PREEMPTED_EXIT if result["preempted"] else 0)
+    if torch.distributed.is_initialized():
+        # leave together: srun --kill-on-bad-exit kills the others as soon as one rank exits 124
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(PREEMPTED_EXIT if run(argv)["preempted"] else 0)
 
 
 if __name__ == "__main__":

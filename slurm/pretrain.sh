@@ -21,10 +21,16 @@ export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 export MASTER_PORT=${MASTER_PORT:-$((29500 + SLURM_JOB_ID % 1000))}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
 
+# Rank 0 writes this file once the preemption checkpoint is complete: the requeue decision
+# does not depend on which rank srun saw exit first.
+export UVA_PREEMPT_MARKER=${UVA_PREEMPT_MARKER:-$PWD/logs/.preempted-$SLURM_JOB_ID}
+rm -f "$UVA_PREEMPT_MARKER"
+
 # srun forwards the signal to every task; the training code handles it.
 srun --kill-on-bad-exit=1 "$PY" -m pipeline.train "$@"
 code=$?
-if [ "$code" -eq 124 ]; then
+if [ "$code" -eq 124 ] || [ -f "$UVA_PREEMPT_MARKER" ]; then
+  rm -f "$UVA_PREEMPT_MARKER"
   echo "[pretrain] preempted: checkpointed, requeueing job $SLURM_JOB_ID"
   scontrol requeue "$SLURM_JOB_ID"
   exit 0
