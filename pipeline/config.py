@@ -74,6 +74,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ValueError(f"config key '{key}': expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"config key '{key}': expected a number, got {value!r}")
         return float(value)

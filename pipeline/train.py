@@ -103,6 +103,73 @@ class EMA:
             s.lerp_(self._local(p).float(), 1 - self.decay)
 
 
+def consolidated_weights(engine, ema: "EMA | None", rank: int, zero3: bool) -> tuple[dict, dict]:
+    """Full fp32 model and EMA state dicts on rank 0 (empty elsewhere), at any ZeRO stage.
+
+    Collective under ZeRO-3 (parameters are gathered), so every rank must call it.
+    """
+    module = engine.module
+    names = {id(p): n for n, p in module.named_parameters()}
+    keys = set(module.state_dict().keys())
+    buffers = {n: b.detach().float().cpu().clone() if b.is_floating_point() else b.detach().cpu().clone()
+               for n, b in module.named_buffers() if n in keys}
+    params = [p for p in module.parameters()]
+    model_sd: dict = {}
+    ema_sd: dict = {}
+    if zero3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            if rank == 0:
+                model_sd = {names[id(p)]: p.detach().float().cpu().clone() for p in params}
+        if ema is not None:
+            saved = [EMA._local(p).detach().clone() for p in ema.params]
+            with torch.no_grad():
+                for p, sh in zip(ema.params, ema.shadow):
+                    EMA._local(p).copy_(sh.to(EMA._local(p).dtype))
+            with deepspeed.zero.GatheredParameters(ema.params, modifier_rank=None):
+                if rank == 0:
+                    ema_sd = {names[id(p)]: p.detach().float().cpu().clone() for p in ema.params}
+            with torch.no_grad():
+                for p, old in zip(ema.params, saved):
+                    EMA._local(p).copy_(old)
+    elif rank == 0:
+        model_sd = {names[id(p)]: p.detach().float().cpu().clone() for p in params}
+        if ema is not None:
+            ema_sd = {names[id(p)]: sh.detach().float().cpu().clone() for p, sh in zip(ema.params, ema.shadow)}
+    if rank != 0:
+        return {}, {}
+    model_sd.update(buffers)
+    if ema is not None:  # parameters without gradients and buffers are not averaged: take them as they are
+        ema_sd = {**model_sd, **ema_sd}
+    return model_sd, ema_sd
+
+
+def load_pretrained(path: str | Path, which: str = "ema") -> tuple[dict, Path]:
+    """State dict from a checkpoint of ours: a ``step_N`` folder, a checkpoints folder (its latest
+    complete step) or a .safetensors file. ``which``: ``ema`` (default) or ``model`` weights."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_file():
+        return load_file(str(path)), path
+    if not path.is_dir():
+        raise FileNotFoundError(f"init_from: {path} does not exist")
+    if not (path / "COMPLETE").is_file():
+        steps = Checkpoints(path, 1).complete()
+        if not steps:
+            raise FileNotFoundError(f"init_from: {path} is neither a complete step_N checkpoint "
+                                    f"nor a folder holding one")
+        path = path / f"step_{steps[-1]}"
+    f = path / f"{which}.safetensors"
+    if not f.is_file() and which == "ema":
+        f = path / "model.safetensors"  # a run trained without EMA
+    if not f.is_file():
+        raise FileNotFoundError(f"init_from: {path} has no {which}.safetensors (written by checkpoints "
+                                f"of this version and later)")
+    return load_file(str(f)), f
+
+
 class Checkpoints:
     """Complete-only checkpoint folders ``step_N``: a COMPLETE marker is written last."""
 
@@ -205,8 +272,16 @@ def train(cfg: TrainConfig) -> dict:
                                            "action_dim": cfg.data.action_dim})
     model = UVA(mcfg)
     if cfg.init_from:
-        state = torch.load(Path(cfg.init_from) / "model.pt", map_location="cpu", weights_only=True)
+        state, source = load_pretrained(cfg.init_from, cfg.init_weights)
+        own = model.state_dict()
+        bad = [k for k in state if k in own and state[k].shape != own[k].shape]
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if bad or missing or unexpected:
+            raise ValueError(f"init_from {source} does not fit {cfg.model.size} with this data layout: "
+                             f"shape mismatch {bad[:5]}, missing {missing[:5]}, unexpected {unexpected[:5]}")
         model.load_state_dict(state)
+        if rank == 0:
+            print(f"[train] initialized from {source}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                             betas=tuple(cfg.optim.betas))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
@@ -252,6 +327,13 @@ def train(cfg: TrainConfig) -> dict:
         local = {"generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                  "ema": [s.cpu() for s in ema.shadow] if ema is not None else []}
         torch.save(local, ckpts.root / tag / f"rank{rank}.pt")
+        model_sd, ema_sd = consolidated_weights(engine, ema, rank, cfg.zero_stage == 3)
+        if rank == 0:  # consolidated weights: init_from, fine-tuning and export read these, no DeepSpeed
+            from safetensors.torch import save_file
+
+            save_file(model_sd, str(ckpts.root / tag / "model.safetensors"))
+            if ema_sd:
+                save_file(ema_sd, str(ckpts.root / tag / "ema.safetensors"))
         torch.distributed.barrier()
         if rank == 0:
             ckpts.finish(at)

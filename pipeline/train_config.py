@@ -53,7 +53,8 @@ class TrainConfig:
     run_dir: str = "runs/pretrain"  # checkpoints, MLflow store, logs
     experiment: str = "uva-pretrain"  # MLflow experiment name
     tracking_uri: str | None = None  # MLflow server; default: a file store in run_dir
-    init_from: str | None = None  # weights to start from (a checkpoint folder of ours)
+    init_from: str | None = None  # weights to start from: step_N folder, checkpoints folder or .safetensors
+    init_weights: str = "ema"  # ema | model: which weights of init_from
     seed: int = 0
     # evaluation
     eval_every: int = 0  # optimizer steps between evaluations (0 = never)
@@ -68,6 +69,10 @@ class TrainConfig:
             raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.init_weights not in ("ema", "model"):
+            raise ValueError(f"init_weights must be ema or model, got {self.init_weights!r}")
+        if not any(v > 0 for v in self.mode_weights.values()):
+            raise ValueError("mode_weights: at least one mode needs a positive weight")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         for key in ("total_steps", "micro_batch_size", "grad_accum_steps", "checkpoint_every", "keep_last", "log_every"):
