@@ -170,6 +170,19 @@ def load_pretrained(path: str | Path, which: str = "ema") -> tuple[dict, Path]:
     return load_file(str(f)), f
 
 
+# Dense bf16 peak FLOP/s per device, for MFU; UVA_PEAK_TFLOPS overrides (other GPUs, fp32, CPU).
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+
+
+def peak_flops(cuda: bool, bf16: bool) -> float | None:
+    if os.environ.get("UVA_PEAK_TFLOPS"):
+        return float(os.environ["UVA_PEAK_TFLOPS"]) * 1e12
+    if not (cuda and bf16):
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
 class Checkpoints:
     """Complete-only checkpoint folders ``step_N``: a COMPLETE marker is written last."""
 
@@ -376,15 +389,29 @@ def train(cfg: TrainConfig) -> dict:
     window = {"t": time.time(), "wait": 0.0, "samples": 0, "mode_sum": torch.zeros(len(MODE_NAMES)),
               "mode_n": torch.zeros(len(MODE_NAMES))}
     preempted = False
+    # MFU: model FLOPs of forward + backward counted (torch FlopCounterMode: matmuls, attention)
+    # over the first micro-batches of this process, times micro-batches per second, over the peak.
+    peak = peak_flops(cuda, bf16)
+    flops = {"counted": [], "micro": 0}
     while step < cfg.total_steps:
         step_loss = 0.0
         for _ in range(cfg.grad_accum_steps):
             t0 = time.time()
             batch = to_device(next(loader), device, bf16)
             window["wait"] += time.time() - t0
+            counting = peak is not None and len(flops["counted"]) < 3
+            if counting:
+                from torch.utils.flop_counter import FlopCounterMode
+
+                counter = FlopCounterMode(display=False)
+                counter.__enter__()
             out = engine(**batch, mode_weights=weights, generator=gen)
             engine.backward(out["loss"])
+            if counting:
+                counter.__exit__(None, None, None)
+                flops["counted"].append(counter.get_total_flops())
             engine.step()
+            flops["micro"] += 1
             step_loss += out["loss"].item() / cfg.grad_accum_steps
             per = out["per_sample"].detach().float().cpu()
             window["mode_sum"].index_add_(0, out["modes"].cpu(), per)
@@ -399,6 +426,11 @@ def train(cfg: TrainConfig) -> dict:
             metrics = {"loss": step_loss, "lr": sched.get_last_lr()[0],
                        "samples_per_s": window["samples"] / max(elapsed, 1e-9),
                        "data_wait_frac": window["wait"] / max(elapsed, 1e-9)}
+            if peak is not None and flops["counted"]:
+                per_micro = sum(flops["counted"]) / len(flops["counted"])
+                metrics["mfu"] = per_micro * flops["micro"] / max(elapsed, 1e-9) / peak
+                metrics["tflops_per_rank"] = per_micro * flops["micro"] / max(elapsed, 1e-9) / 1e12
+            flops["micro"] = 0
             norm = engine.get_global_grad_norm()
             if norm is not None:
                 metrics["grad_norm"] = float(norm)
@@ -407,10 +439,11 @@ def train(cfg: TrainConfig) -> dict:
                     metrics[f"loss/{name}"] = float(window["mode_sum"][i] / window["mode_n"][i])
             tracker.log(metrics, step)
             history.append({"step": step, "samples_per_s": metrics["samples_per_s"],
-                            "data_wait_frac": metrics["data_wait_frac"]})
+                            "data_wait_frac": metrics["data_wait_frac"], "mfu": metrics.get("mfu")})
             if rank == 0:
                 print(f"[train] step {step}/{cfg.total_steps} loss {step_loss:.4f} lr {metrics['lr']:.2e} "
-                      f"{metrics['samples_per_s']:.1f} samples/s wait {metrics['data_wait_frac']:.1%}", flush=True)
+                      f"{metrics['samples_per_s']:.1f} samples/s wait {metrics['data_wait_frac']:.1%}"
+                      + (f" MFU {metrics['mfu']:.1%}" if "mfu" in metrics else ""), flush=True)
             window.update(t=time.time(), wait=0.0, samples=0)
             window["mode_sum"].zero_()
             window["mode_n"].zero_()

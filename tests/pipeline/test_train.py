@@ -48,7 +48,8 @@ def run_train(sets: list[str], nproc: int, out: Path, wait: bool = True, **kw):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3])
-def test_two_rank_deepspeed_zero(stage, data, tmp_path):
+def test_two_rank_deepspeed_zero(stage, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("UVA_PEAK_TFLOPS", "0.5")  # MFU is logged wherever a peak is known (GPU table)
     sets = base_sets(tmp_path, data) + [f"zero_stage={stage}", "total_steps=4", "checkpoint_every=2"]
     run_train(sets, 2, tmp_path / "losses")
     r0 = json.loads(Path(f"{tmp_path / 'losses'}.rank0").read_text())
@@ -64,6 +65,8 @@ def test_two_rank_deepspeed_zero(stage, data, tmp_path):
     assert run.data.params["zero_stage"] == str(stage)
     assert {"loss", "lr", "samples_per_s", "data_wait_frac"} <= set(run.data.metrics)
     assert len(client.get_metric_history(r0["run_id"], "loss")) == 4
+    m = run.data.metrics
+    assert 0 < m["mfu"] and m["mfu"] * 0.5 == pytest.approx(m["tflops_per_rank"], rel=1e-6)
 
 
 @pytest.mark.slow
