@@ -9,7 +9,7 @@ import torch
 
 from pipeline.data import (DataConfig, MixedStream, ShardSetStream, SourceConfig, WindowConfig, cut_windows,
                            make_loader, normalize, unnormalize)
-from preprocessing.shards import INDEX_FORMAT, compute_action_stats, npy_bytes, write_shard
+from preprocessing.shards import INDEX_FORMAT, compute_action_stats, iter_tar_samples, npy_bytes, write_shard
 
 
 def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: bool, vae: str = "vae0",
@@ -112,3 +112,18 @@ def test_held_out_set_uses_training_statistics(tmp_path):
     train_stats = merged_stats([SourceConfig(str(tmp_path / "train"))])
     win = next(iter(MixedStream(cfg, stats=train_stats)))
     assert win["actions"].max() < -5  # shifted by the training mean, not the held-out set's own
+
+
+def test_shards_read_by_the_webdataset_library(tmp_path):
+    """Our shards are plain WebDataset: the webdataset package reads and decodes them unchanged."""
+    import webdataset as wds
+
+    root = make_set(tmp_path / "set", "arm", 3, 6, True, per_shard=2)
+    urls = [str(p) for p in sorted(root.glob("*.tar"))]
+    samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode())
+    assert [s["__key__"] for s in samples] == ["arm0", "arm1", "arm2"]
+    ours = [s for u in urls for s in iter_tar_samples(u)]
+    for theirs, mine in zip(samples, ours):
+        assert np.array_equal(theirs["latents.main.npy"], mine["latents.main.npy"])
+        assert theirs["latents.main.npy"].dtype == np.float16
+        assert np.array_equal(theirs["actions.npy"], mine["actions.npy"]) and theirs["meta.json"] == {"robot": "arm"}
