@@ -98,9 +98,12 @@ class EMA:
         return p.ds_tensor if hasattr(p, "ds_tensor") else p.data
 
     @torch.no_grad()
-    def update(self) -> None:
+    def update(self, step: int) -> None:
+        """Average in the weights after optimizer step ``step`` (1-based). The decay warms up as
+        min(decay, (1 + step) / (10 + step)), so short runs are not dominated by the init."""
+        decay = min(self.decay, (1 + step) / (10 + step))
         for s, p in zip(self.shadow, self.params):
-            s.lerp_(self._local(p).float(), 1 - self.decay)
+            s.lerp_(self._local(p).float(), 1 - decay)
 
 
 def consolidated_weights(engine, ema: "EMA | None", rank: int, zero3: bool) -> tuple[dict, dict]:
@@ -420,7 +423,7 @@ def train(cfg: TrainConfig) -> dict:
         step += 1
         losses.append(step_loss)
         if ema is not None:
-            ema.update()
+            ema.update(step)
         if step % cfg.log_every == 0 or step == cfg.total_steps:
             elapsed = time.time() - window["t"]
             metrics = {"loss": step_loss, "lr": sched.get_last_lr()[0],

@@ -38,6 +38,8 @@ class UVAConfig:
     action_head_depth: int = 6
     diffusion_steps: int = 1000  # training steps of the cosine schedule
     diffusion_batch_mul: int = 4  # noise draws per target in one training step (MAR)
+    action_clip: float = 5.0  # sampling bounds predicted normalized actions (x0) to +-this; 0 = off
+    video_clip: float = 10.0  # sampling bounds predicted (scaled) latent tokens to +-this; 0 = off
     # masked training
     mask_ratio_min: float = 0.7  # truncated normal on [min, 1] centred at 1
     mask_ratio_std: float = 0.25

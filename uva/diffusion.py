@@ -77,8 +77,14 @@ class GaussianDiffusion:
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return _gather(self.sqrt_ac, t, x0.ndim) * x0 + _gather(self.sqrt_one_minus_ac, t, x0.ndim) * noise
 
-    def _p_mean_logvar(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
-        """Model output (eps, v) -> (mean, log variance, x0 prediction) of p(x_{t-1} | x_t)."""
+    def _p_mean_logvar(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_x0: float | None = None):
+        """Model output (eps, v) -> (mean, log variance, x0 prediction) of p(x_{t-1} | x_t).
+
+        ``clip_x0`` bounds the x0 prediction before the posterior mean. The cosine schedule's last
+        step (beta ~ 0.999) divides by sqrt(alpha) ~ 0.03, so an eps error of e at pure noise
+        becomes ~30 e in x_{T-1}, far outside what the denoiser saw in training; bounding x0 keeps
+        sampling on the data's scale (Diffusion Policy clips for the same reason).
+        """
         eps, v = out.float().chunk(2, dim=-1)
         n = x_t.ndim
         min_log = _gather(self.post_log_var, t, n)
@@ -86,6 +92,8 @@ class GaussianDiffusion:
         frac = (v + 1) / 2  # learned interpolation between the two variance bounds
         log_var = frac * max_log + (1 - frac) * min_log
         x0 = _gather(self.sqrt_recip_ac, t, n) * x_t - _gather(self.sqrt_recipm1_ac, t, n) * eps
+        if clip_x0:
+            x0 = x0.clamp(-clip_x0, clip_x0)
         mean = _gather(self.post_c1, t, n) * x0 + _gather(self.post_c2, t, n) * x_t
         return mean, log_var, x0
 
@@ -113,7 +121,8 @@ class GaussianDiffusion:
     # --- sampling --------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, model_fn: ModelFn, shape: tuple[int, ...], cond: torch.Tensor,
-               generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+               generator: torch.Generator | None = None, temperature: float = 1.0,
+               clip_x0: float | None = None) -> torch.Tensor:
         """Ancestral sampling over this (possibly respaced) schedule; returns x0 (shape)."""
         device = cond.device
         x = torch.randn(shape, device=device, generator=generator)
@@ -121,7 +130,7 @@ class GaussianDiffusion:
         for i in reversed(range(self.num_steps)):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
             out = model_fn(x, tmap[t], cond)
-            mean, log_var, _ = self._p_mean_logvar(out, x, t)
+            mean, log_var, _ = self._p_mean_logvar(out, x, t, clip_x0)
             if i > 0:
                 noise = torch.randn(shape, device=device, generator=generator)
                 x = mean + (0.5 * log_var).exp() * noise * temperature

@@ -218,7 +218,7 @@ class UVA(nn.Module):
         _, action_cond = self.features(history, future, future_mask, None, visible, proprio, lang)
         shape = (b, self.cfg.action_horizon * self.cfg.action_dim)
         x = self.diffusion.respaced(num_steps).sample(self.action_head, shape, action_cond.float(),
-                                                      generator, temperature)
+                                                      generator, temperature, self.cfg.action_clip or None)
         return x.view(b, self.cfg.action_horizon, self.cfg.action_dim)
 
     def predict_action(self, history: torch.Tensor, num_steps: int = 100, **kw) -> torch.Tensor:
@@ -259,7 +259,8 @@ class UVA(nn.Module):
             video_cond, _ = self.features(history, fut.to(history.dtype), mask, actions, visible, proprio, lang)
             fill = mask & (rank >= nxt)
             tokens[fill] = diffusion.sample(self.video_head, (int(fill.sum()), cfg.token_dim),
-                                            video_cond[fill].float(), generator, temperature)
+                                            video_cond[fill].float(), generator, temperature,
+                                            cfg.video_clip or None)
             num_masked = nxt
         return self.unpatchify(tokens.view(b, cfg.num_future, cfg.tokens_per_frame, -1))
 

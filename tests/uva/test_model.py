@@ -202,3 +202,36 @@ def test_registry_sizes():
     counts = count_parameters(b)
     assert b.cfg.encoder_depth == b.cfg.decoder_depth == 12 and b.cfg.width == 768 and b.cfg.head_depth == 6
     assert 200e6 < counts["total"] < 300e6
+
+
+def test_sampling_recovers_an_exact_denoiser_and_bounds_a_wrong_one():
+    from uva.diffusion import GaussianDiffusion
+
+    d = GaussianDiffusion.cosine(1000)
+    c = torch.tensor([[0.7, -1.3]])
+
+    def oracle(x, t, cond):  # the true eps for data that is always c
+        ab = d.alphas_cumprod[t].float()[:, None]
+        eps = (x - ab.sqrt() * c) / (1 - ab).sqrt()
+        return torch.cat([eps, torch.zeros_like(eps)], -1)
+
+    def off_by_one(x, t, cond):  # a net: biased, and its output range is what it saw in training
+        return torch.cat([(oracle(x, t, cond)[:, :2] + 1.0).clamp(-3, 3), torch.zeros_like(x)], -1)
+
+    for steps in (100, 16, 8):
+        out = d.respaced(steps).sample(oracle, (1, 2), torch.zeros(1, 1), torch.Generator().manual_seed(0), clip_x0=5.0)
+        torch.testing.assert_close(out, c, atol=1e-3, rtol=0)
+    raw = d.respaced(100).sample(off_by_one, (1, 2), torch.zeros(1, 1), torch.Generator().manual_seed(0))
+    bounded = d.respaced(100).sample(off_by_one, (1, 2), torch.zeros(1, 1), torch.Generator().manual_seed(0), clip_x0=5.0)
+    assert raw.abs().max() > 20  # the last step's 1/sqrt(alpha) ~ 30 amplifies the eps error
+    assert bounded.abs().max() <= 5.0
+
+
+def test_predict_action_stays_within_action_clip(tiny_cfg, make_batch):
+    torch.manual_seed(0)
+    model = UVA(tiny_cfg)
+    for p in model.action_head.out.parameters():  # an untrained head that predicts eps badly
+        torch.nn.init.normal_(p, std=1.0)
+    batch = make_batch(2)
+    a = model.predict_action(batch["history"], num_steps=16, generator=torch.Generator().manual_seed(0))
+    assert a.abs().max() <= tiny_cfg.action_clip
