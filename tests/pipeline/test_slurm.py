@@ -115,6 +115,24 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubsc
         subprocess.run([sbin("munged"), f"--socket={msock}", "--stop"], capture_output=True)
 
 
+def train_args(tmp_path: Path, *sets: str) -> list[str]:
+    """Command-line args of a tiny 2-set training run on fresh latent shards under tmp_path."""
+    data = tmp_path / "latents"
+    make_set(data / "robot", "arm", 4, 24, True)
+    make_set(data / "human", "human", 2, 24, False)
+    every = base_sets(tmp_path, data) + ["zero_stage=2", *sets]
+    return [a for s in every for a in ("--set", s)] + ["--losses-out", str(tmp_path / "losses")]
+
+
+def assert_resumed(out: str, tmp_path: Path, total: int) -> None:
+    """The log shows a resume from a step_N >= 3 and both ranks finished the remaining steps."""
+    assert "resumed from step_" in out, out[-4000:]
+    resumed_at = int(out.split("resumed from step_")[1].split()[0])
+    assert 3 <= resumed_at < total
+    ranks = [json.loads(Path(f"{tmp_path / 'losses'}.rank{r}").read_text()) for r in range(2)]
+    assert all(r["step"] == total and len(r["losses"]) == total - resumed_at for r in ranks)
+
+
 def job_state(env: dict, job_id: str) -> str:
     out = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
     for tok in out.split():
@@ -139,15 +157,11 @@ def start_requeued_now(env: dict, job_id: str, logs: list[Path]) -> None:
 
 @pytest.mark.slow
 def test_sbatch_pretrain_two_tasks_to_completion(slurm, tmp_path):
-    data = tmp_path / "latents"
-    make_set(data / "robot", "arm", 4, 24, True)
-    make_set(data / "human", "human", 2, 24, False)
-    sets = base_sets(tmp_path, data) + ["zero_stage=2", "total_steps=4", "checkpoint_every=2"]
+    args = train_args(tmp_path, "total_steps=4", "checkpoint_every=2")
     env = {**slurm["env"], "PYTHON": sys.executable, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     log = tmp_path / "job.out"
     sub = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1",
-                          f"--output={log}", "--time=20", str(ROOT / "slurm" / "pretrain.sh"),
-                          *[a for s in sets for a in ("--set", s)], "--losses-out", str(tmp_path / "losses")],
+                          f"--output={log}", "--time=20", str(ROOT / "slurm" / "pretrain.sh"), *args],
                          env=env, cwd=ROOT, capture_output=True, text=True)
     assert sub.returncode == 0, sub.stderr
     job_id = sub.stdout.strip().split(";")[0]
@@ -170,16 +184,12 @@ def test_sbatch_pretrain_two_tasks_to_completion(slurm, tmp_path):
 @pytest.mark.slow
 def test_sbatch_preempt_signal_checkpoints_requeues_and_resumes(slurm, tmp_path):
     """Slurm's warning signal: ranks checkpoint and exit 124, the script requeues, the job resumes."""
-    data = tmp_path / "latents"
-    make_set(data / "robot", "arm", 4, 24, True)
-    make_set(data / "human", "human", 2, 24, False)
     total = 30
-    sets = base_sets(tmp_path, data) + ["zero_stage=2", f"total_steps={total}", "checkpoint_every=1000"]
+    args = train_args(tmp_path, f"total_steps={total}", "checkpoint_every=1000")
     env = {**slurm["env"], "PYTHON": sys.executable, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     log = tmp_path / "job.out"
     sub = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1",
-                          f"--output={log}", "--open-mode=append", "--time=20", str(ROOT / "slurm" / "pretrain.sh"),
-                          *[a for s in sets for a in ("--set", s)], "--losses-out", str(tmp_path / "losses")],
+                          f"--output={log}", "--open-mode=append", "--time=20", str(ROOT / "slurm" / "pretrain.sh"), *args],
                          env=env, cwd=ROOT, capture_output=True, text=True)
     assert sub.returncode == 0, sub.stderr
     job_id = sub.stdout.strip().split(";")[0]
@@ -193,26 +203,19 @@ def test_sbatch_preempt_signal_checkpoints_requeues_and_resumes(slurm, tmp_path)
     wait_for(lambda: job_state(env, job_id) in final, 600, f"job {job_id} finishing", [log, *slurm["logs"]])
     out = text()
     assert job_state(env, job_id) == "COMPLETED", out[-4000:]
-    assert "preempted: checkpointed, requeueing" in out and "resumed from step_" in out, out[-4000:]
-    resumed_at = int(out.split("resumed from step_")[1].split()[0])
-    assert 3 <= resumed_at < total
-    ranks = [json.loads(Path(f"{tmp_path / 'losses'}.rank{r}").read_text()) for r in range(2)]
-    assert all(r["step"] == total and len(r["losses"]) == total - resumed_at for r in ranks)
+    assert "preempted: checkpointed, requeueing" in out, out[-4000:]
+    assert_resumed(out, tmp_path, total)
 
 
 @pytest.mark.slow
 def test_submitit_launcher_preempt_requeue_resume(slurm, tmp_path):
     """uva-pretrain --submitit on the same cluster: 2 tasks, submitit's USR2 -> checkpoint -> requeue -> resume."""
-    data = tmp_path / "latents"
-    make_set(data / "robot", "arm", 4, 24, True)
-    make_set(data / "human", "human", 2, 24, False)
     total = 30
-    sets = base_sets(tmp_path, data) + ["zero_stage=2", f"total_steps={total}", "checkpoint_every=1000"]
+    args = train_args(tmp_path, f"total_steps={total}", "checkpoint_every=1000")
     env = {**slurm["env"], "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     logs = tmp_path / "submitit"
     sub = subprocess.run([sys.executable, "-m", "pipeline.launch", "--submitit", "--tasks-per-node", "2",
-                          "--cpus-per-task", "1", "--timeout-min", "30", "--log-dir", str(logs),
-                          *[a for s in sets for a in ("--set", s)], "--losses-out", str(tmp_path / "losses")],
+                          "--cpus-per-task", "1", "--timeout-min", "30", "--log-dir", str(logs), *args],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert sub.returncode == 0, sub.stdout + sub.stderr
     job_id = sub.stdout.split("submitted")[-1].split()[0]
@@ -225,7 +228,5 @@ def test_submitit_launcher_preempt_requeue_resume(slurm, tmp_path):
     wait_for(lambda: job_state(env, job_id) in final, 600, f"job {job_id} finishing", [*errs(), *slurm["logs"]])
     out = text()
     assert job_state(env, job_id) == "COMPLETED", out[-3000:] + "".join(p.read_text()[-3000:] for p in errs())
-    assert "resumed from step_" in out and "2 rank(s), ZeRO-2" in out, out[-3000:]
-    resumed_at = int(out.split("resumed from step_")[1].split()[0])
-    ranks = [json.loads(Path(f"{tmp_path / 'losses'}.rank{r}").read_text()) for r in range(2)]
-    assert all(r["step"] == total and len(r["losses"]) == total - resumed_at for r in ranks)
+    assert "2 rank(s), ZeRO-2" in out, out[-3000:]
+    assert_resumed(out, tmp_path, total)
