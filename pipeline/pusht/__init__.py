@@ -1,0 +1,1 @@
+"""PushT: the gym-pusht simulator, a planning expert, and the Diffusion Policy evaluation protocol."""

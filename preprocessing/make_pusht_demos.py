@@ -1,0 +1,123 @@
+"""PushT expert demonstrations in the manifest format (gym-pusht simulator + planning expert).
+
+    python preprocessing/make_pusht_demos.py --num-episodes 200 --output data/pusht_demos --workers 2
+
+Episode i starts from the legacy start state of seed ``--seed + i`` (the evaluation's test
+seeds are 100000..100049; keep demo seeds away from them) and is driven by the planning expert
+(pipeline/pusht/expert.py) under the evaluation protocol's rules (chunks of 8 actions, at most
+``--max-steps`` steps, the episode ends at coverage > 0.95). Each kept episode is an mp4 of the
+agent's rgb view (one frame per action, taken before the action), a (T, 2) float32 actions file
+of target positions in pixels at 10 Hz, a (T, 2) agent-position file, and a manifest line with
+robot ``pusht``, the seed and the final coverage. Episodes whose final coverage is <= 0.95 are
+dropped and counted. Every finished episode leaves a small JSON record, so a killed job rerun
+with the same arguments redoes only the missing episodes; the manifest is rewritten at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.pusht.env import SUCCESS_COVERAGE  # noqa: E402
+from pipeline.pusht.runner import TEST_SEEDS, run_parallel  # noqa: E402
+from preprocessing.video_io import write_mp4  # noqa: E402
+
+ROBOT = "pusht"
+FPS = 10
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    tmp.replace(path)
+
+
+def save_episode(out: Path, ep: str, res) -> dict:
+    """Write one episode's files, then its record (last, atomically: the record marks it done)."""
+    record = {"episode_id": ep, "seed": res.seed, "steps": res.steps, "coverage": round(res.final_coverage, 5),
+              "max_coverage": round(res.max_coverage, 5), "kept": bool(res.final_coverage > SUCCESS_COVERAGE)}
+    if record["kept"]:
+        write_mp4(out / f"{ep}.mp4", res.frames, FPS)
+        _atomic_save_npy(out / f"{ep}_actions.npy", res.actions.astype(np.float32))
+        _atomic_save_npy(out / f"{ep}_agent_pos.npy", res.agent_pos.astype(np.float32))
+    tmp = out / f".{ep}.json.tmp"
+    tmp.write_text(json.dumps(record))
+    tmp.replace(out / f"{ep}.json")
+    return record
+
+
+def write_manifest(out: Path, records: list[dict]) -> Path:
+    lines = [json.dumps({"episode_id": r["episode_id"], "video": f"{r['episode_id']}.mp4",
+                         "actions": f"{r['episode_id']}_actions.npy", "proprio": f"{r['episode_id']}_agent_pos.npy",
+                         "robot": ROBOT, "fps": FPS, "instruction": "push the T onto the green target",
+                         "seed": r["seed"], "coverage": r["coverage"], "steps": r["steps"]})
+             for r in records if r["kept"]]
+    path = out / "manifest.jsonl"
+    tmp = out / ".manifest.jsonl.tmp"
+    tmp.write_text("".join(line + "\n" for line in lines))
+    tmp.replace(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--output", required=True)
+    p.add_argument("--num-episodes", type=int, default=50, help="episodes attempted (failed ones are dropped)")
+    p.add_argument("--seed", type=int, default=0, help="episode i uses start-state seed SEED + i")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--size", type=int, default=96, help="rendered frame size (square)")
+    p.add_argument("--max-steps", type=int, default=300)
+    args = p.parse_args(argv)
+    if args.num_episodes < 1 or args.workers < 1 or args.size < 8 or args.max_steps < 1:
+        p.error("--num-episodes, --workers, --max-steps must be >= 1 and --size >= 8")
+    seeds = [args.seed + i for i in range(args.num_episodes)]
+    clash = sorted(set(seeds) & set(TEST_SEEDS))
+    if clash:
+        p.error(f"--seed {args.seed} with --num-episodes {args.num_episodes} uses evaluation test seeds "
+                f"{clash[0]}..{clash[-1]}; pick demo seeds outside 100000..100049")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    names = {s: f"ep{i:05d}" for i, s in enumerate(seeds)}
+    records = {}
+    for s, ep in names.items():  # finished by an earlier run of this job
+        rec_path = out / f"{ep}.json"
+        if rec_path.is_file():
+            rec = json.loads(rec_path.read_text())
+            if rec.get("seed") == s:
+                records[s] = rec
+    todo = [s for s in seeds if s not in records]
+    if records:
+        print(f"[pusht-demos] resuming: {len(records)} episodes already done, {len(todo)} to go")
+    t0 = time.time()
+    for res in run_parallel("expert", todo, workers=min(args.workers, max(1, len(todo))),
+                            max_steps=args.max_steps, record=True, obs_size=args.size):
+        rec = save_episode(out, names[res.seed], res)
+        records[res.seed] = rec
+        print(f"[pusht-demos] {rec['episode_id']} seed {res.seed}: coverage {rec['coverage']:.3f} in "
+              f"{res.steps} steps {'kept' if rec['kept'] else 'DROPPED (coverage <= 0.95)'}", flush=True)
+    minutes = (time.time() - t0) / 60
+    ordered = [records[s] for s in seeds]
+    manifest = write_manifest(out, ordered)
+    kept_now = sum(records[s]["kept"] for s in todo)
+    summary = {"attempted": len(seeds), "kept": sum(r["kept"] for r in ordered),
+               "dropped": sum(not r["kept"] for r in ordered), "minutes_this_run": round(minutes, 3),
+               "demos_per_minute_this_run": round(kept_now / minutes, 2) if todo and minutes > 0 else None,
+               "workers": args.workers, "manifest": str(manifest)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"[pusht-demos] kept {summary['kept']} of {summary['attempted']} (dropped {summary['dropped']}); "
+          f"{summary['demos_per_minute_this_run']} demos/min with {args.workers} workers -> {manifest}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
