@@ -73,6 +73,7 @@ class DataConfig:
     vae_identity: str | None = None  # required VAE hash; None = all sources must agree
     action_dim: int = 2  # actions are zero-padded/validated to this width
     normalization: str = "mean_std"  # mean_std or q01_q99 (to [-1, 1])
+    norm_mask: list[bool] | None = None  # per action dimension, False = not normalized (None = all)
     shuffle_buffer: int = 256  # windows held for shuffling per source
     num_workers: int = 1  # DataLoader workers per rank
     seed: int = 0
@@ -84,20 +85,18 @@ class DataConfig:
             raise ValueError("data.shuffle_buffer and data.action_dim must be positive, num_workers >= 0")
 
 
-def normalize(actions: np.ndarray, stats: dict, mode: str) -> np.ndarray:
-    """Robot units -> model units (per dimension)."""
-    if mode == "mean_std":
-        return (actions - np.asarray(stats["mean"])) / np.maximum(np.asarray(stats["std"]), 1e-6)
-    lo, hi = np.asarray(stats["q01"]), np.asarray(stats["q99"])
-    return 2 * (actions - lo) / np.maximum(hi - lo, 1e-6) - 1
+def normalize(actions: np.ndarray, stats: dict, mode: str, mask=None) -> np.ndarray:
+    """Robot units -> model units (per dimension; ``mask`` False = left as is)."""
+    from pipeline.robots import normalize_actions
+
+    return normalize_actions(actions, stats, mode, mask)
 
 
-def unnormalize(actions: np.ndarray, stats: dict, mode: str) -> np.ndarray:
+def unnormalize(actions: np.ndarray, stats: dict, mode: str, mask=None) -> np.ndarray:
     """Model units -> robot units; the inverse of ``normalize``."""
-    if mode == "mean_std":
-        return actions * np.maximum(np.asarray(stats["std"]), 1e-6) + np.asarray(stats["mean"])
-    lo, hi = np.asarray(stats["q01"]), np.asarray(stats["q99"])
-    return (actions + 1) / 2 * np.maximum(hi - lo, 1e-6) + lo
+    from pipeline.robots import unnormalize_actions
+
+    return unnormalize_actions(actions, stats, mode, mask)
 
 
 def cut_windows(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig) -> Iterator[dict]:
@@ -174,7 +173,8 @@ class ShardSetStream(torch.utils.data.IterableDataset):
             stats = self.stats.get(meta["robot"])
             if stats is None:
                 raise ValueError(f"no action statistics for robot '{meta['robot']}'")
-            actions = normalize(actions.astype(np.float32), stats, self.cfg.normalization).astype(np.float32)
+            mask = self.cfg.norm_mask if self.cfg.norm_mask and len(self.cfg.norm_mask) == actions.shape[1] else None
+            actions = normalize(actions.astype(np.float32), stats, self.cfg.normalization, mask).astype(np.float32)
             if actions.shape[1] > self.cfg.action_dim:
                 raise ValueError(f"robot '{meta['robot']}' has action dim {actions.shape[1]} > {self.cfg.action_dim}")
             actions = np.pad(actions, ((0, 0), (0, self.cfg.action_dim - actions.shape[1])))

@@ -1,7 +1,8 @@
-"""Launchers around the one training entry point (pipeline.train).
+"""Launchers around the training entry points (pipeline.train, pipeline.finetune).
 
     uva-pretrain --config configs/pretrain/default.yaml [--nproc 2] [--set k=v]
     uva-pretrain --submitit --nodes 2 --gpus-per-node 8 --partition gpu --config ...
+    uva-finetune --robot franka --pretrained CKPT --data SHARDS [--nproc 2 | --submitit ...]
 
 Local: one process, or ``--nproc N`` processes through torchrun. Submitit: a Checkpointable
 job whose ``checkpoint`` hook requeues it; on timeout/preemption the training code has already
@@ -24,15 +25,17 @@ class TrainJob:
     does rank 0 hand the signal back to submitit, whose handler calls ``checkpoint`` and requeues.
     """
 
-    def __init__(self, argv: list[str]):
+    def __init__(self, argv: list[str], module: str = "pipeline.train"):
         self.argv = argv
+        self.module = module
 
     def __call__(self) -> dict:
+        import importlib
         import signal
 
         import submitit
 
-        from pipeline.train import run
+        run = importlib.import_module(self.module).run
 
         env = submitit.JobEnvironment()
         os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
@@ -48,11 +51,12 @@ class TrainJob:
     def checkpoint(self, *args, **kwargs):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(TrainJob(self.argv))
+        return submitit.helpers.DelayedSubmission(TrainJob(self.argv, self.module))
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, module: str = "pipeline.train") -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
+    p.add_argument("--launcher-help", action="help", help="show the launcher's options")
     p.add_argument("--nproc", type=int, default=1, help="local processes (torchrun)")
     p.add_argument("--submitit", action="store_true", help="submit to Slurm through submitit")
     p.add_argument("--nodes", type=int, default=1)
@@ -77,15 +81,20 @@ def main(argv: list[str] | None = None) -> None:
         if args.partition:
             params["slurm_partition"] = args.partition
         ex.update_parameters(**params)
-        job = ex.submit(TrainJob(rest))
+        job = ex.submit(TrainJob(rest, module))
         print(f"submitted {job.job_id}")
         return
     if args.nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}", "-m", "pipeline.train", *rest]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}", "-m", module, *rest]
         sys.exit(subprocess.call(cmd, env={**os.environ}))
-    from pipeline.train import main as train_main
+    import importlib
 
-    train_main(rest)
+    importlib.import_module(module).main(rest)
+
+
+def finetune_main(argv: list[str] | None = None) -> None:
+    """uva-finetune: the launchers around pipeline.finetune."""
+    main(argv, module="pipeline.finetune")
 
 
 if __name__ == "__main__":

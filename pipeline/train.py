@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -173,6 +173,43 @@ def load_pretrained(path: str | Path, which: str = "ema") -> tuple[dict, Path]:
     return load_file(str(f)), f
 
 
+# Parameters whose shapes follow the action dimension/horizon: re-created when adapting to a robot.
+ACTION_PREFIXES = ("embed.action_proj.", "action_head.")
+
+
+def load_into(model: torch.nn.Module, state: dict, source, size: str, adapt: bool = False) -> list[str]:
+    """Load ``state`` into ``model``. With ``adapt``, action layers whose shapes differ keep their
+    fresh init (returned); any other difference means a checkpoint of another size or layout."""
+    own = model.state_dict()
+    bad = [k for k in state if k in own and state[k].shape != own[k].shape]
+    recreated = sorted({k.rsplit(".", 1)[0] for k in bad if k.startswith(ACTION_PREFIXES)}) if adapt else []
+    bad = [k for k in bad if not (adapt and k.startswith(ACTION_PREFIXES))]
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if bad or missing or unexpected:
+        detail = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in bad[:4])
+        raise ValueError(f"checkpoint {source} is from a different model size or layout than {size} here: "
+                         f"shape mismatch [{detail}], missing {missing[:4]}, unexpected {unexpected[:4]}")
+    keep = {k: v for k, v in state.items() if not (adapt and k.startswith(ACTION_PREFIXES) and v.shape != own[k].shape)}
+    model.load_state_dict({**own, **keep})
+    return recreated
+
+
+def freeze_parameters(model: torch.nn.Module, prefixes: list[str]) -> int:
+    """requires_grad=False under each name prefix; an unknown prefix is an error. Returns the count."""
+    n = 0
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        hits = [name for name in names if name == prefix or name.startswith(prefix.rstrip(".") + ".")]
+        if not hits:
+            tops = sorted({name.split(".")[0] for name in names})
+            raise ValueError(f"freeze: '{prefix}' names no parameters; top-level modules: {', '.join(tops)}")
+    for name, p in model.named_parameters():
+        if any(name == x or name.startswith(x.rstrip(".") + ".") for x in prefixes):
+            p.requires_grad_(False)
+            n += p.numel()
+    return n
+
+
 # Dense bf16 peak FLOP/s per device, for MFU; UVA_PEAK_TFLOPS overrides (other GPUs, fp32, CPU).
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
 
@@ -225,7 +262,8 @@ class Tracker:
         mlflow.set_tracking_uri(cfg.tracking_uri or f"sqlite:///{local / 'mlflow.db'}")
         if mlflow.get_experiment_by_name(cfg.experiment) is None:
             # a local store keeps its artifacts in the run folder, not in the working directory
-            where = None if cfg.tracking_uri else (local / "mlartifacts").as_uri()
+            remote = cfg.tracking_uri and not cfg.tracking_uri.startswith(("sqlite:", "file:"))
+            where = None if remote else (local / "mlartifacts").as_uri()
             mlflow.create_experiment(cfg.experiment, artifact_location=where)
         mlflow.set_experiment(cfg.experiment)
         run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run()
@@ -289,17 +327,16 @@ def train(cfg: TrainConfig) -> dict:
     model = UVA(mcfg)
     if cfg.init_from:
         state, source = load_pretrained(cfg.init_from, cfg.init_weights)
-        own = model.state_dict()
-        bad = [k for k in state if k in own and state[k].shape != own[k].shape]
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if bad or missing or unexpected:
-            raise ValueError(f"init_from {source} does not fit {cfg.model.size} with this data layout: "
-                             f"shape mismatch {bad[:5]}, missing {missing[:5]}, unexpected {unexpected[:5]}")
-        model.load_state_dict(state)
+        recreated = load_into(model, state, source, cfg.model.size, adapt=cfg.init_adapt)
         if rank == 0:
-            print(f"[train] initialized from {source}", flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                            betas=tuple(cfg.optim.betas))
+            print(f"[train] initialized from {source}"
+                  + (f"; re-created for action dim {mcfg.action_dim}: {', '.join(recreated)}" if recreated else ""),
+                  flush=True)
+    frozen = freeze_parameters(model, cfg.freeze)
+    if rank == 0 and frozen:
+        print(f"[train] frozen: {frozen} parameters under {', '.join(cfg.freeze)}", flush=True)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
+                            weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
                                            config=deepspeed_config(cfg, world, bf16))
@@ -348,6 +385,7 @@ def train(cfg: TrainConfig) -> dict:
             from safetensors.torch import save_file
 
             save_file(model_sd, str(ckpts.root / tag / "model.safetensors"))
+            (ckpts.root / tag / "model_config.json").write_text(json.dumps(asdict(mcfg), indent=1))
             if ema_sd:
                 save_file(ema_sd, str(ckpts.root / tag / "ema.safetensors"))
         torch.distributed.barrier()

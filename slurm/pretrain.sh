@@ -27,11 +27,12 @@ export UVA_PREEMPT_MARKER=${UVA_PREEMPT_MARKER:-$PWD/logs/.preempted-$SLURM_JOB_
 rm -f "$UVA_PREEMPT_MARKER"
 
 # srun forwards the signal to every task; the training code handles it.
-srun --kill-on-bad-exit=1 "$PY" -m pipeline.train "$@"
+# UVA_ENTRY: the entry point (slurm/finetune.sh runs pipeline.finetune through this script).
+srun --kill-on-bad-exit=1 "$PY" -m "${UVA_ENTRY:-pipeline.train}" "$@"
 code=$?
 if [ "$code" -eq 124 ] || [ -f "$UVA_PREEMPT_MARKER" ]; then
   rm -f "$UVA_PREEMPT_MARKER"
-  echo "[pretrain] preempted: checkpointed, requeueing job $SLURM_JOB_ID"
+  echo "[${UVA_ENTRY:-pipeline.train}] preempted: checkpointed, requeueing job $SLURM_JOB_ID"
   scontrol requeue "$SLURM_JOB_ID"
   exit 0
 fi

@@ -13,23 +13,26 @@ from preprocessing.shards import INDEX_FORMAT, compute_action_stats, iter_tar_sa
 
 
 def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: bool, vae: str = "vae0",
-             per_shard: int = 2, corrupt: bool = False) -> Path:
+             per_shard: int = 2, corrupt: bool = False, action_dim: int = 2, latent=(4, 2, 2),
+             config: dict | None = None) -> Path:
     root.mkdir(parents=True)
     shards = []
     for s in range(0, episodes, per_shard):
         samples = []
         for e in range(s, min(s + per_shard, episodes)):
-            lat = np.full((frames, 4, 2, 2), e, np.float16) + np.arange(frames, dtype=np.float16)[:, None, None, None]
+            lat = np.full((frames, *latent), e, np.float16) + np.arange(frames, dtype=np.float16)[:, None, None, None]
             sample = {"__key__": f"{robot}{e}", "latents.main.npy": npy_bytes(lat),
                       "meta.json": json.dumps({"robot": robot}).encode()}
             if with_actions:
-                sample["actions.npy"] = npy_bytes(np.stack([np.arange(frames), -np.arange(frames)], 1).astype(np.float32))
+                cols = [np.arange(frames) * (1 + k) * (-1) ** k for k in range(action_dim)]
+                sample["actions.npy"] = npy_bytes(np.stack(cols, 1).astype(np.float32))
             if corrupt and e == 0:
                 del sample["meta.json"]
             samples.append(sample)
         write_shard(root, "latents", s // per_shard, samples, {})
         shards.append({"name": f"latents-{s // per_shard:06d}.tar", "num_episodes": len(samples), "num_frames": 0})
-    (root / "index.json").write_text(json.dumps({"format": INDEX_FORMAT, "vae": vae, "shards": shards}))
+    (root / "index.json").write_text(json.dumps({"format": INDEX_FORMAT, "vae": vae, "shards": shards,
+                                                 "config": config or {}}))
     stats = compute_action_stats(sorted(root.glob("*.tar"))) if with_actions and not corrupt else \
         ({robot: {"mean": [0, 0], "std": [1, 1]}} if with_actions else {})
     (root / "stats.json").write_text(json.dumps(stats))

@@ -1,0 +1,69 @@
+"""Export a trained policy as a self-contained inference bundle (no pickles, no DeepSpeed).
+
+    bundle/
+      model.safetensors   UVA weights (the EMA weights of the checkpoint, or its model weights)
+      vae.safetensors     the frozen VAE the latents came from, and its vae.json (config, identity)
+      policy.json         model config, robot (action meaning, units, rate, cameras), action
+                          statistics and normalization, the frame layout (history frames, their
+                          spacing in control steps, actions per chunk), VAE identity, sampling steps
+
+Written to a temporary folder and renamed into place: a bundle is whole or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+BUNDLE_FORMAT = "uva-policy/1"
+
+
+def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, robot, stats: dict,
+                  window: dict, vae_path: str | Path, vae_identity: str, sampling_steps: int = 16,
+                  camera: str = "main", source: dict | None = None) -> Path:
+    """Write the bundle; ``robot`` is a RobotConfig, ``stats`` its entry of the shards' stats.json."""
+    from pipeline.vae_store import load_vae, save_vae
+    from uva.vae import vae_identity as identity_of
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = load_file(str(weights))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
+    vae = load_vae(vae_path)
+    if identity_of(vae) != vae_identity:
+        raise ValueError(f"VAE {vae_path} has identity {identity_of(vae)}, but the training latents were "
+                         f"encoded with {vae_identity}: pass the VAE the shards were made with")
+    save_vae(vae, tmp / "vae.safetensors")
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "model_config": model_config,
+        "robot": asdict(robot),
+        "action_dim": robot.action_dim,
+        "normalization": robot.normalization,
+        "norm_mask": robot.norm_mask(),
+        "stats": {k: stats[k] for k in ("mean", "std", "q01", "q99", "min", "max", "count") if k in stats},
+        "window": window,
+        "image_size": int(vae.config.resolution),
+        "camera": camera,
+        "vae": {"file": "vae.safetensors", "identity": vae_identity, "scale": float(vae.config.scale)},
+        "sampling_steps": int(sampling_steps),
+        "source": source or {},
+    }
+    (tmp / "policy.json").write_text(json.dumps(meta, indent=1))
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+    return out

@@ -1,0 +1,247 @@
+"""Fine-tuning a pretrained UVA model to a target robot, then exporting its policy bundle.
+
+    uva-finetune --robot franka --pretrained runs/pretrain/checkpoints --data data/franka_latents \
+        [--config configs/finetune/default.yaml] [--set train.micro_batch_size=16] [--nproc 2 | --submitit ...]
+
+Steps (every rank runs them; the same entry point works under torchrun, srun and submitit):
+1. The robot comes from configs/robots/<name>.yaml; the target shards must hold that robot's
+   actions with its action dimension; their statistics (stats.json, computed at encode time)
+   normalize the actions with the robot's mode and mask.
+2. The pretrained weights (a checkpoints folder, a step_N folder, an exported bundle, or a
+   .safetensors file) are loaded with the architecture they were trained with. Backbone, video
+   head and embeddings are kept; the action embedding and action head are re-created when the
+   robot's action dimension (or the chunk length) differs.
+3. The recipe's stages run in order (e.g. heads with the backbone frozen, then everything at a
+   lower learning rate), each a normal training run with its own checkpoints and MLflow run in
+   one experiment; a finished stage is skipped on rerun, an interrupted one resumes.
+4. Rank 0 exports the last stage's EMA weights as a bundle (pipeline/export.py) in RUN/export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pipeline.data import SourceConfig, read_stats
+from pipeline.train_config import ModelSection, TrainConfig
+
+
+@dataclass
+class StageConfig:
+    """One fine-tuning stage."""
+
+    name: str
+    steps: int
+    lr: float
+    warmup_steps: int = 0
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes (backbone, video_head, embed...)
+
+    def validate(self) -> None:
+        if self.steps <= 0 or self.lr <= 0 or self.warmup_steps < 0:
+            raise ValueError(f"stage '{self.name}': steps and lr must be positive, warmup_steps >= 0")
+
+
+@dataclass
+class FinetuneConfig:
+    """A fine-tuning recipe: shared training settings and the stages."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)  # window, batch, ZeRO, eval... (not data.sources)
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig("full", 1000, 1e-4)])
+    model_size: str | None = None  # refuse a checkpoint of another size (None = any)
+    export_sampling_steps: int = 16  # diffusion steps the exported policy samples with
+    run_dir: str = "runs/finetune"
+
+    def validate(self) -> None:
+        if not self.stages:
+            raise ValueError("stages: a recipe needs at least one stage")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stages: names must be unique, got {names}")
+
+
+ARCH_FIELDS = ("width", "decoder_width", "encoder_depth", "decoder_depth", "num_heads", "head_width", "head_depth")
+
+
+def size_name(arch: dict) -> str:
+    """The registered size an architecture matches (backbone and heads), or 'custom'."""
+    from dataclasses import asdict
+
+    from uva.config import MODEL_SIZES
+
+    for name, cfg in MODEL_SIZES.items():
+        ref = asdict(cfg)
+        if all(arch.get(k) == ref[k] for k in ARCH_FIELDS):
+            return name
+    return "custom"
+
+
+def resolve_pretrained(path: str | Path) -> tuple[Path, dict | None]:
+    """(weights to load, architecture dict or None) for a checkpoint, bundle or .safetensors."""
+    from pipeline.train import Checkpoints
+
+    p = Path(path)
+    if (p / "policy.json").is_file():  # an exported bundle
+        return p / "model.safetensors", json.loads((p / "policy.json").read_text())["model_config"]
+    if p.is_dir():
+        step = p
+        if not (p / "COMPLETE").is_file():
+            done = Checkpoints(p, 1).complete()
+            if not done:
+                raise FileNotFoundError(f"--pretrained {p}: no complete step_N checkpoint, bundle or weights in it")
+            step = p / f"step_{done[-1]}"
+        arch = step / "model_config.json"
+        return step, json.loads(arch.read_text()) if arch.is_file() else None
+    if p.is_file() and p.suffix == ".safetensors":
+        arch = p.with_name("model_config.json")
+        return p, json.loads(arch.read_text()) if arch.is_file() else None
+    raise FileNotFoundError(f"--pretrained {p}: not a checkpoint folder, a policy bundle or a .safetensors file")
+
+
+def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
+         eval_data: list[str] | None = None) -> tuple[list[TrainConfig], dict]:
+    """The training config of every stage, after checking robot, shards and checkpoint."""
+    from pipeline.robots import check_stats, load_robot
+    from preprocessing.shards import load_index
+
+    robot = load_robot(robot_name)
+    if not data:
+        raise ValueError("--data: give at least one latent shard set of the target robot")
+    stats, identities = None, set()
+    for d in data:
+        if not (Path(d) / "index.json").is_file():
+            raise FileNotFoundError(f"--data {d}: no index.json (a shard set written by encode_latents.py)")
+        entry = check_stats(robot, read_stats(d), f"--data {d}")
+        stats = stats or entry
+        identities.add(load_index(d)["vae"])
+    if len(identities) > 1:
+        raise ValueError(f"--data sets were encoded with different VAEs: {sorted(identities)}")
+    weights, arch = resolve_pretrained(pretrained)
+    base = cfg.train
+    window = base.data.window
+    if arch is not None:
+        found = size_name(arch)
+        if cfg.model_size and found != cfg.model_size:
+            raise ValueError(f"--pretrained {pretrained} is a {found} model (width {arch['width']}, depth "
+                             f"{arch['encoder_depth']}+{arch['decoder_depth']}), but this recipe is for {cfg.model_size}")
+        # the pretrained model fixes the frame layout; the action layout comes from the robot/recipe
+        window = replace(window, num_history=arch["num_history"], num_future=arch["num_future"])
+        keep = {k: v for k, v in arch.items() if k not in ("num_history", "num_future", "action_horizon", "action_dim")}
+        model = ModelSection(size=found if found != "custom" else "uva-tiny", overrides=keep)
+    else:
+        model = base.model
+    window.validate()
+    root = Path(cfg.run_dir)
+    tracking = base.tracking_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    sources = [SourceConfig(path=d) for d in data]
+    vae_id = identities.pop()
+    stages, prev = [], None
+    for i, st in enumerate(cfg.stages):
+        tc = replace(
+            base, model=model,
+            data=replace(base.data, sources=sources, window=window, action_dim=robot.action_dim,
+                         normalization=robot.normalization, norm_mask=robot.norm_mask(), vae_identity=vae_id),
+            eval_sources=[SourceConfig(path=d) for d in eval_data] if eval_data else base.eval_sources,
+            optim=replace(base.optim, lr=st.lr, warmup_steps=st.warmup_steps),
+            total_steps=st.steps, freeze=list(st.freeze), run_dir=str(root / f"stage{i}_{st.name}"),
+            tracking_uri=tracking, experiment=base.experiment if base.experiment != "uva-pretrain"
+            else f"uva-finetune-{robot.name}",
+            init_from=str(weights) if prev is None else str(prev), init_adapt=prev is None,
+            init_weights=base.init_weights)
+        tc.validate()
+        stages.append(tc)
+        prev = Path(tc.run_dir) / "checkpoints"
+    info = {"robot": robot, "stats": stats, "weights": str(weights), "arch": arch}
+    return stages, info
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Parse, fine-tune every stage, export; returns {'preempted', 'stages', 'export'}."""
+    from pipeline.config import load_config
+    from pipeline.train import Checkpoints, train
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--robot", required=True, help="a name in configs/robots/ or a robot YAML path")
+    p.add_argument("--pretrained", required=True, help="checkpoints folder, step_N folder, bundle or .safetensors")
+    p.add_argument("--data", nargs="+", required=True, help="latent shard sets of the target robot")
+    p.add_argument("--eval-data", nargs="*", default=None, help="held-out shard sets for in-training evaluation")
+    p.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs/finetune/default.yaml"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--run-dir", default=None)
+    p.add_argument("--vae", default=None, help="VAE bundle for the export (default: the one the shards name)")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(FinetuneConfig, args.config, args.set)
+        if args.run_dir:
+            cfg = replace(cfg, run_dir=args.run_dir)
+        stages, info = plan(cfg, args.robot, args.pretrained, args.data, args.eval_data)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
+    results = []
+    for st, tc in zip(cfg.stages, stages):
+        done = Checkpoints(Path(tc.run_dir) / "checkpoints", 1).complete()
+        if done and done[-1] >= tc.total_steps:
+            if rank == 0:
+                print(f"[finetune] stage '{st.name}' already complete (step {done[-1]})", flush=True)
+            continue
+        if rank == 0:
+            print(f"[finetune] stage '{st.name}': {st.steps} steps at lr {st.lr:g}"
+                  + (f", frozen {st.freeze}" if st.freeze else ""), flush=True)
+        try:
+            res = train(tc)
+        except (ValueError, FileNotFoundError) as err:  # e.g. weights of another size or layout
+            print(f"error: stage '{st.name}': {err}", file=sys.stderr)
+            sys.exit(2)
+        results.append({"stage": st.name, "step": res["step"], "run_id": res["run_id"],
+                        "final_loss": res["losses"][-1] if res["losses"] else None})
+        if res["preempted"]:
+            return {"preempted": True, "stages": results, "export": None}
+    export = Path(cfg.run_dir) / "export"
+    if rank == 0:
+        export = do_export(cfg, stages[-1], info, args.vae)
+        print(f"[finetune] exported policy bundle -> {export}", flush=True)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return {"preempted": False, "stages": results, "export": str(export)}
+
+
+def do_export(cfg: FinetuneConfig, last: TrainConfig, info: dict, vae: str | None) -> Path:
+    from pipeline.export import export_bundle
+    from pipeline.train import Checkpoints
+    from preprocessing.shards import load_index
+
+    ck = Checkpoints(Path(last.run_dir) / "checkpoints", 1)
+    step_dir = ck.root / f"step_{ck.complete()[-1]}"
+    weights = step_dir / ("ema.safetensors" if (step_dir / "ema.safetensors").is_file() else "model.safetensors")
+    arch = json.loads((step_dir / "model_config.json").read_text())
+    index = load_index(last.data.sources[0].path)
+    vae_path = vae or index.get("config", {}).get("vae")
+    if not vae_path or not Path(vae_path).exists():
+        raise FileNotFoundError(f"export: the VAE of the shards ({vae_path!r}) is not here; pass --vae")
+    w = last.data.window
+    window = {"num_history": w.num_history, "num_future": w.num_future, "frame_stride": w.frame_stride,
+              "action_horizon": w.action_horizon}
+    cam = last.data.sources[0].camera or "main"
+    return export_bundle(Path(cfg.run_dir) / "export", weights, arch, info["robot"], info["stats"], window,
+                         vae_path, index["vae"], cfg.export_sampling_steps, cam,
+                         source={"checkpoint": str(step_dir), "pretrained": info["weights"]})
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pipeline.train import PREEMPTED_EXIT
+
+    sys.exit(PREEMPTED_EXIT if run(argv)["preempted"] else 0)
+
+
+if __name__ == "__main__":
+    main()

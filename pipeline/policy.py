@@ -1,0 +1,112 @@
+"""The policy API over an exported bundle: recent camera frames in, the next action chunk out.
+
+    from pipeline.policy import load_policy
+    policy = load_policy("runs/finetune/export")            # safetensors + JSON only
+    chunk = policy.predict(frames)   # frames: (num_history, H, W, 3) uint8, oldest first, spaced
+                                     # policy.frame_stride control steps apart -> (K, action_dim)
+                                     # in the robot's own units, one row per control step
+
+Inference is the decoupled path: one backbone pass with every future token masked, then the
+action head's diffusion sampling; no video is generated. Frames go through the same resize,
+crop and VAE as the training data. The object also follows the evaluation runner's policy
+interface (``num_obs``, ``reset(seed)``, ``__call__(obs, num_actions)``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.export import BUNDLE_FORMAT
+
+
+class UVAPolicy:
+    needs_state = False
+
+    def __init__(self, bundle: str | Path, device: str = "cpu", sampling_steps: int | None = None):
+        from safetensors.torch import load_file
+
+        from pipeline.config import from_dict
+        from pipeline.robots import RobotConfig
+        from pipeline.vae_store import load_vae
+        from uva import UVA
+        from uva.config import UVAConfig
+
+        self.root = Path(bundle)
+        meta_path = self.root / "policy.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"policy bundle {self.root}: no policy.json (export one with uva-finetune)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"policy bundle {self.root}: format {meta.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        self.meta = meta
+        self.device = device
+        self.config = from_dict(UVAConfig, meta["model_config"], prefix="model_config")
+        self.robot = from_dict(RobotConfig, meta["robot"], prefix="robot")
+        self.model = UVA(self.config)
+        self.model.load_state_dict(load_file(str(self.root / "model.safetensors")))
+        self.model.eval().to(device)
+        self.vae = load_vae(self.root / meta["vae"]["file"], device=device)  # checks its identity file
+        vae_meta = json.loads((self.root / meta["vae"]["file"]).with_suffix(".json").read_text())
+        if vae_meta.get("identity") != meta["vae"]["identity"]:
+            raise ValueError(f"policy bundle {self.root}: VAE identity {vae_meta.get('identity')} is not the "
+                             f"training VAE {meta['vae']['identity']}")
+        w = meta["window"]
+        self.num_history, self.frame_stride = int(w["num_history"]), int(w["frame_stride"])
+        self.action_step = int(w["num_future"]) * self.frame_stride // int(w["action_horizon"])
+        self.image_size = int(meta["image_size"])
+        self.sampling_steps = int(sampling_steps or meta["sampling_steps"])
+        self.stats, self.normalization = meta["stats"], meta["normalization"]
+        self.norm_mask = meta["norm_mask"]
+        self.generator = torch.Generator(device="cpu").manual_seed(0)
+
+    # -- runner interface ----------------------------------------------------------------
+    @property
+    def num_obs(self) -> int:
+        return (self.num_history - 1) * self.frame_stride + 1
+
+    def reset(self, seed: int = 0) -> None:
+        self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
+
+    def __call__(self, obs: dict, num_actions: int) -> np.ndarray:
+        frames = np.asarray(obs["image"])[:: self.frame_stride][-self.num_history:]
+        return self.predict(frames).astype(np.float32)
+
+    # -- API -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 3) uint8 -> (1, N, C, h, w) latents, exactly as the encode job stores them."""
+        from preprocessing.decode import resize_center_crop
+
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+        frames = resize_center_crop(frames, self.image_size)
+        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        z = self.vae.encode(x).float().cpu().to(torch.float16).float()  # shards hold float16
+        return z.unsqueeze(0)
+
+    @torch.no_grad()
+    def predict_normalized(self, history: torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
+        """(1, num_history, C, h, w) latents -> (action_horizon, action_dim) model-unit actions."""
+        g = generator if generator is not None else self.generator
+        out = self.model.predict_action(history.to(self.device), num_steps=self.sampling_steps, generator=g)
+        return out[0].float().cpu().numpy()
+
+    def predict(self, frames: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+        """(num_history, H, W, 3) uint8 frames, oldest first -> (K, action_dim) robot-unit actions."""
+        from pipeline.robots import unnormalize_actions
+
+        frames = np.asarray(frames)
+        if len(frames) < self.num_history:  # the start of an episode: repeat the first frame
+            frames = np.concatenate([np.repeat(frames[:1], self.num_history - len(frames), 0), frames])
+        norm = self.predict_normalized(self.encode(frames[-self.num_history:]), generator)
+        actions = unnormalize_actions(norm[:, : self.robot.action_dim], self.stats, self.normalization, self.norm_mask)
+        return np.repeat(actions, self.action_step, axis=0)  # one row per control step
+
+
+def load_policy(bundle: str | Path, device: str = "cpu", sampling_steps: int | None = None) -> UVAPolicy:
+    return UVAPolicy(bundle, device=device, sampling_steps=sampling_steps)

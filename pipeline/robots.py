@@ -1,0 +1,115 @@
+"""The robot registry: configs/robots/<name>.yaml, one file per target robot.
+
+A robot says what its action vector means (names and units per dimension, the control space),
+its control rate, cameras, proprioception, and how its actions are normalized for the model:
+``mean_std`` ((a - mean) / std) or ``q01_q99`` (the 1st..99th percentile range to [-1, 1]),
+with ``unnormalized`` dimensions (a gripper already in [0, 1], say) passed through in their own
+units. Adding a robot is adding a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROBOTS_DIR = Path(__file__).resolve().parent.parent / "configs" / "robots"
+
+
+@dataclass
+class RobotConfig:
+    name: str
+    action_names: list[str]  # one per action dimension, in order
+    action_space: str = "unspecified"  # joint_position | ee_pose | ee_delta | target_position | ...
+    action_units: list[str] = field(default_factory=list)
+    control_hz: float = 10.0
+    cameras: list[str] = field(default_factory=lambda: ["main"])
+    proprio_names: list[str] = field(default_factory=list)
+    normalization: str = "mean_std"  # mean_std | q01_q99
+    unnormalized: list[str] = field(default_factory=list)  # action names left in robot units
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+    def norm_mask(self) -> list[bool]:
+        """True where a dimension is normalized."""
+        return [n not in self.unnormalized for n in self.action_names]
+
+    def validate(self) -> None:
+        if not self.action_names or len(set(self.action_names)) != len(self.action_names):
+            raise ValueError(f"robot '{self.name}': action_names must be non-empty and unique")
+        if self.action_units and len(self.action_units) != len(self.action_names):
+            raise ValueError(f"robot '{self.name}': action_units has {len(self.action_units)} entries for "
+                             f"{len(self.action_names)} action dimensions")
+        if self.normalization not in ("mean_std", "q01_q99"):
+            raise ValueError(f"robot '{self.name}': normalization must be mean_std or q01_q99, "
+                             f"got {self.normalization!r}")
+        unknown = sorted(set(self.unnormalized) - set(self.action_names))
+        if unknown:
+            raise ValueError(f"robot '{self.name}': unnormalized names {unknown} are not action names")
+        if self.control_hz <= 0:
+            raise ValueError(f"robot '{self.name}': control_hz must be positive")
+
+
+def available_robots(root: Path = ROBOTS_DIR) -> list[str]:
+    return sorted(p.stem for p in root.glob("*.yaml"))
+
+
+def load_robot(name_or_path: str, root: Path = ROBOTS_DIR) -> RobotConfig:
+    """A registered robot by name, or a robot YAML by path."""
+    from pipeline.config import load_config
+
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = root / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown robot '{name_or_path}': no {path}; registered robots: "
+                         f"{', '.join(available_robots(root))} (add one as configs/robots/<name>.yaml)")
+    robot = load_config(RobotConfig, path)
+    return robot
+
+
+def check_stats(robot: RobotConfig, stats: dict, where: str) -> dict:
+    """The robot's entry of a shard set's stats.json, checked against the robot's action layout."""
+    if robot.name not in stats:
+        have = {k: v.get("dim") for k, v in stats.items()}
+        raise ValueError(f"{where}: no actions of robot '{robot.name}' (the shards hold {have or 'no actions'}); "
+                         f"encode the target robot's episodes with robot name '{robot.name}'")
+    entry = stats[robot.name]
+    if int(entry["dim"]) != robot.action_dim:
+        raise ValueError(f"{where}: robot '{robot.name}' actions are {entry['dim']}-d in the shards, but "
+                         f"configs/robots/{robot.name}.yaml defines {robot.action_dim} "
+                         f"({', '.join(robot.action_names)})")
+    return entry
+
+
+def normalize_actions(actions: np.ndarray, stats: dict, mode: str, mask=None) -> np.ndarray:
+    """Robot units -> model units, per dimension; dimensions where ``mask`` is False pass through."""
+    a = np.asarray(actions, dtype=np.float64)
+    if mode == "mean_std":
+        out = (a - np.asarray(stats["mean"])) / np.maximum(np.asarray(stats["std"]), 1e-6)
+    elif mode == "q01_q99":
+        lo, hi = np.asarray(stats["q01"]), np.asarray(stats["q99"])
+        out = 2 * (a - lo) / np.maximum(hi - lo, 1e-6) - 1
+    else:
+        raise ValueError(f"normalization must be mean_std or q01_q99, got {mode!r}")
+    if mask is not None:
+        out = np.where(np.asarray(mask, dtype=bool), out, a)
+    return out
+
+
+def unnormalize_actions(actions: np.ndarray, stats: dict, mode: str, mask=None) -> np.ndarray:
+    """Model units -> robot units; the inverse of ``normalize_actions``."""
+    a = np.asarray(actions, dtype=np.float64)
+    if mode == "mean_std":
+        out = a * np.maximum(np.asarray(stats["std"]), 1e-6) + np.asarray(stats["mean"])
+    elif mode == "q01_q99":
+        lo, hi = np.asarray(stats["q01"]), np.asarray(stats["q99"])
+        out = (a + 1) / 2 * np.maximum(hi - lo, 1e-6) + lo
+    else:
+        raise ValueError(f"normalization must be mean_std or q01_q99, got {mode!r}")
+    if mask is not None:
+        out = np.where(np.asarray(mask, dtype=bool), out, a)
+    return out

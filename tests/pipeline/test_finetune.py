@@ -1,0 +1,185 @@
+"""Fine-tuning: robot registry, adaptation to another action dimension, frozen backbone, stages,
+export bundle + policy API (exact actions), closed loop in PushT, and the clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.robots import (available_robots, check_stats, load_robot, normalize_actions,
+                             unnormalize_actions)
+from tests.pipeline.test_data import make_set
+from tests.pipeline.test_train import base_sets, run_train
+
+ROOT = Path(__file__).resolve().parents[2]
+WINDOW = "{num_history: 2, num_future: 2, frame_stride: 2, action_horizon: 4}"
+
+
+def finetune(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "pipeline.finetune", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
+def recipe(tmp: Path, stages: str) -> list[str]:
+    return ["--set", f"train.data.window={WINDOW}", "--set", "train.data.num_workers=0",
+            "--set", "train.data.shuffle_buffer=8", "--set", "train.micro_batch_size=4",
+            "--set", "train.log_every=1", "--set", "train.checkpoint_every=100", "--set", f"stages={stages}",
+            "--run-dir", str(tmp)]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny VAE (8x8 frames -> 4x2x2 latents), shard sets of several robots encoded 'with' it,
+    and a tiny model pretrained for 3 steps on 2-d actions."""
+    from pipeline.vae_store import save_vae
+    from uva.vae import AutoencoderKL, VAEConfig, vae_identity
+
+    root = tmp_path_factory.mktemp("ft")
+    torch.manual_seed(0)
+    vae = AutoencoderKL(VAEConfig(ch=8, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=4, attn_resolutions=(),
+                                  resolution=8, scale=1.0, num_groups=4))
+    vae_path = save_vae(vae, root / "vae" / "tiny.safetensors")
+    ident = vae_identity(vae)
+    cfg = {"vae": str(vae_path)}
+    make_set(root / "pre" / "robot", "arm", 4, 24, True, vae=ident, config=cfg)
+    make_set(root / "pre" / "human", "human", 2, 24, False, vae=ident, config=cfg)
+    make_set(root / "franka", "franka", 4, 24, True, vae=ident, action_dim=8, config=cfg)
+    make_set(root / "franka7", "franka", 2, 24, True, vae=ident, action_dim=7, config=cfg)
+    make_set(root / "pusht", "pusht", 4, 24, True, vae=ident, action_dim=2, config=cfg)
+    run = root / "pretrain"
+    sets = base_sets(run, root / "pre") + ["total_steps=3", "checkpoint_every=3"]
+    run_train(sets, 1, root / "losses")
+    return {"root": root, "ckpt": run / "run" / "checkpoints", "vae": vae_path}
+
+
+def test_robot_registry_and_normalization_round_trip():
+    assert {"franka", "ur5", "aloha", "pusht"} <= set(available_robots())
+    dims = {name: load_robot(name).action_dim for name in ("franka", "ur5", "aloha", "pusht")}
+    assert dims == {"franka": 8, "ur5": 7, "aloha": 14, "pusht": 2}
+    franka = load_robot("franka")
+    assert franka.norm_mask() == [True] * 7 + [False]  # the gripper stays in its own units
+    with pytest.raises(ValueError, match="unknown robot 'spot'.*registered robots: aloha, franka"):
+        load_robot("spot")
+    rng = np.random.default_rng(0)
+    acts = rng.normal(3.0, 2.0, size=(50, 8))
+    stats = {"mean": acts.mean(0).tolist(), "std": acts.std(0).tolist(),
+             "q01": np.quantile(acts, 0.01, 0).tolist(), "q99": np.quantile(acts, 0.99, 0).tolist()}
+    for mode in ("mean_std", "q01_q99"):
+        norm = normalize_actions(acts, stats, mode, franka.norm_mask())
+        np.testing.assert_array_equal(norm[:, 7], acts[:, 7])  # masked: untouched
+        if mode == "mean_std":
+            np.testing.assert_allclose(norm[:, :7].mean(0), 0, atol=1e-9)
+        else:
+            ends = normalize_actions(np.array([stats["q01"], stats["q99"]]), stats, mode)
+            np.testing.assert_allclose(ends, [[-1] * 8, [1] * 8], atol=1e-9)
+        np.testing.assert_allclose(unnormalize_actions(norm, stats, mode, franka.norm_mask()), acts, atol=1e-9)
+    with pytest.raises(ValueError, match="actions are 7-d in the shards, but configs/robots/franka.yaml defines 8"):
+        check_stats(franka, {"franka": {"dim": 7}}, "--data x")
+    with pytest.raises(ValueError, match="no actions of robot 'franka'"):
+        check_stats(franka, {"pusht": {"dim": 2}}, "--data x")
+
+
+@pytest.mark.slow
+def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, tmp_path):
+    from safetensors.torch import load_file
+
+    from pipeline.policy import load_policy
+    from uva import UVA
+    from uva.config import UVAConfig
+
+    run = tmp_path / "ft"
+    stages = "[{name: heads, steps: 2, lr: 1.0e-3, freeze: [backbone, video_head]}, {name: all, steps: 2, lr: 1.0e-3}]"
+    proc = finetune(["--robot", "franka", "--pretrained", str(world["ckpt"]), "--data", str(world["root"] / "franka"),
+                     *recipe(run, stages)])
+    assert "re-created for action dim 8: action_head" in proc.stdout and "embed.action_proj" in proc.stdout
+    pre = load_file(str(world["ckpt"] / "step_3" / "ema.safetensors"))
+    heads = load_file(str(run / "stage0_heads" / "checkpoints" / "step_2" / "model.safetensors"))
+    full = load_file(str(run / "stage1_all" / "checkpoints" / "step_2" / "model.safetensors"))
+    backbone = [k for k in pre if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(pre[k], heads[k]) for k in backbone)  # frozen in stage 1: kept exactly
+    assert any(not torch.equal(pre[k], full[k]) for k in backbone)  # trained in stage 2
+    assert heads["embed.action_proj.weight"].shape[1] == 2 * 8 and pre["embed.action_proj.weight"].shape[1] == 2 * 2
+    video = [k for k in pre if k.startswith("video_head.")]
+    assert video and all(torch.equal(pre[k], heads[k]) for k in video)  # kept, not re-created
+    # the bundle: safetensors + JSON, and it reproduces the trained model's actions exactly
+    bundle = run / "export"
+    meta = json.loads((bundle / "policy.json").read_text())
+    assert meta["robot"]["name"] == "franka" and meta["action_dim"] == 8 and meta["norm_mask"][-1] is False
+    assert sorted(p.name for p in bundle.iterdir()) == ["model.safetensors", "policy.json", "vae.json", "vae.safetensors"]
+    step = run / "stage1_all" / "checkpoints" / "step_2"
+    model = UVA(UVAConfig(**json.loads((step / "model_config.json").read_text())))
+    model.load_state_dict(load_file(str(step / "ema.safetensors")))
+    model.eval()
+    policy = load_policy(bundle)
+    hist = torch.randn(1, 2, 4, 2, 2)
+    want = model.predict_action(hist, num_steps=16, generator=torch.Generator().manual_seed(7))[0].numpy()
+    got = policy.predict_normalized(hist, torch.Generator().manual_seed(7))
+    np.testing.assert_array_equal(got, want)
+    frames = np.random.default_rng(0).integers(0, 255, size=(2, 8, 8, 3), dtype=np.uint8)
+    acts = policy.predict(frames, torch.Generator().manual_seed(3))
+    norm = policy.predict_normalized(policy.encode(frames), torch.Generator().manual_seed(3))
+    stats = json.loads((world["root"] / "franka" / "stats.json").read_text())["franka"]
+    assert acts.shape == (4, 8)  # action_horizon 4, one per control step
+    np.testing.assert_allclose(acts, unnormalize_actions(norm, stats, "q01_q99", [True] * 7 + [False]), rtol=1e-6)
+    # MLflow: one experiment, a run per stage
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{run / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("uva-finetune-franka")
+    assert len(client.search_runs([exp.experiment_id])) == 2
+    # rerun: both stages are complete, nothing retrains, the bundle is rewritten
+    again = finetune(["--robot", "franka", "--pretrained", str(world["ckpt"]), "--data", str(world["root"] / "franka"),
+                      *recipe(run, stages)])
+    assert again.stdout.count("already complete") == 2
+
+
+@pytest.mark.slow
+def test_finetune_pusht_and_closed_loop_in_the_runner(world, tmp_path):
+    from pipeline.pusht.runner import evaluate
+
+    run = tmp_path / "ft"
+    proc = finetune(["--robot", "pusht", "--pretrained", str(world["ckpt"]), "--data", str(world["root"] / "pusht"),
+                     *recipe(run, "[{name: full, steps: 2, lr: 1.0e-3}]")])
+    assert "re-created" not in proc.stdout  # same action layout: the pretrained action head is kept
+    res = evaluate(str(run / "export"), [100000], workers=1, max_steps=12, log=None)
+    assert res["num_episodes"] == 1 and res["episodes"][0]["steps"] == 12
+    # and through the exported bundle's own folder as a pretrained checkpoint (fine-tune again)
+    proc = finetune(["--robot", "pusht", "--pretrained", str(run / "export"), "--data", str(world["root"] / "pusht"),
+                     *recipe(tmp_path / "ft2", "[{name: full, steps: 1, lr: 1.0e-3}]")])
+    assert (tmp_path / "ft2" / "export" / "policy.json").is_file()
+
+
+def test_finetune_bad_inputs_are_named(world, tmp_path):
+    data, ck = str(world["root"] / "franka"), str(world["ckpt"])
+    cases = [
+        (["--robot", "spot", "--pretrained", ck, "--data", data], "unknown robot 'spot'"),
+        (["--robot", "franka", "--pretrained", ck, "--data", str(world["root"] / "franka7")],
+         "franka' actions are 7-d in the shards, but configs/robots/franka.yaml defines 8"),
+        (["--robot", "franka", "--pretrained", ck, "--data", str(world["root"] / "pusht")],
+         "no actions of robot 'franka'"),
+        (["--robot", "franka", "--pretrained", ck, "--data", data, "--set", "model_size=uva-B"],
+         "is a uva-tiny model (width 32, depth 2+2), but this recipe is for uva-B"),
+        (["--robot", "franka", "--pretrained", str(tmp_path / "missing"), "--data", data], "--pretrained"),
+    ]
+    for args, message in cases:
+        proc = finetune(args + ["--run-dir", str(tmp_path / "x")], check=False)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-2000:])
+    # bare weights of another layout (no model_config.json beside them): refused when loading
+    bare = tmp_path / "bare" / "weights.safetensors"
+    bare.parent.mkdir()
+    shutil.copy(world["ckpt"] / "step_3" / "ema.safetensors", bare)
+    proc = finetune(["--robot", "franka", "--pretrained", str(bare), "--data", data,
+                     *recipe(tmp_path / "y", "[{name: full, steps: 1, lr: 1.0e-3}]")], check=False)
+    assert proc.returncode == 2 and "is from a different model size or layout" in proc.stderr, proc.stderr[-2000:]
