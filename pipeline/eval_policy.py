@@ -48,7 +48,8 @@ def log_to_mlflow(result: dict, out_dir: Path, tracking_uri: str | None, run_id:
         return run.info.run_id
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run(argv: list[str] | None = None) -> dict:
+    """Parse, evaluate, report; returns the result dict."""
     from pipeline.pusht.runner import TEST_SEEDS, evaluate, parse_seeds, write_report
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -82,6 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
         rid = log_to_mlflow(result, out, args.tracking_uri, args.run_id, args.experiment)
         print(f"[eval] logged to MLflow run {rid}")
     return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(argv)
 
 
 if __name__ == "__main__":
