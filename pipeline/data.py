@@ -24,6 +24,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from pipeline.robots import normalize_actions as normalize  # noqa: F401 (re-exported)
+from pipeline.robots import unnormalize_actions as unnormalize  # noqa: F401
 from preprocessing.shards import iter_tar_samples, load_index
 
 
@@ -83,20 +85,6 @@ class DataConfig:
             raise ValueError(f"data.normalization must be mean_std or q01_q99, got {self.normalization!r}")
         if self.shuffle_buffer < 1 or self.num_workers < 0 or self.action_dim <= 0:
             raise ValueError("data.shuffle_buffer and data.action_dim must be positive, num_workers >= 0")
-
-
-def normalize(actions: np.ndarray, stats: dict, mode: str, mask=None) -> np.ndarray:
-    """Robot units -> model units (per dimension; ``mask`` False = left as is)."""
-    from pipeline.robots import normalize_actions
-
-    return normalize_actions(actions, stats, mode, mask)
-
-
-def unnormalize(actions: np.ndarray, stats: dict, mode: str, mask=None) -> np.ndarray:
-    """Model units -> robot units; the inverse of ``normalize``."""
-    from pipeline.robots import unnormalize_actions
-
-    return unnormalize_actions(actions, stats, mode, mask)
 
 
 def cut_windows(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig) -> Iterator[dict]:

@@ -12,6 +12,7 @@ run (e.g. the fine-tuning run); with --experiment a new run is made.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--policy", required=True, help="'expert', 'random', or an exported policy bundle folder")
     p.add_argument("--seeds", default=f"{TEST_SEEDS[0]}:{TEST_SEEDS[-1] + 1}",
                    help="half-open range A:B or a comma list (default: the 50 protocol test seeds)")
-    p.add_argument("--workers", type=int, default=max(1, min(8, (__import__("os").cpu_count() or 1))))
+    p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
     p.add_argument("--max-steps", type=int, default=300)
     p.add_argument("--action-steps", type=int, default=8, help="actions executed per policy call")
     p.add_argument("--output", default=None, help="results folder (default runs/eval/<policy name>)")

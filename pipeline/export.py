@@ -18,8 +18,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
-
 BUNDLE_FORMAT = "uva-policy/1"
 
 
@@ -34,8 +32,7 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    state = load_file(str(weights))
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
+    shutil.copyfile(weights, tmp / "model.safetensors")
     vae = load_vae(vae_path)
     if identity_of(vae) != vae_identity:
         raise ValueError(f"VAE {vae_path} has identity {identity_of(vae)}, but the training latents were "

@@ -161,7 +161,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
 def run(argv: list[str] | None = None) -> dict:
     """Parse, fine-tune every stage, export; returns {'preempted', 'stages', 'export'}."""
     from pipeline.config import load_config
-    from pipeline.train import Checkpoints, train
+    from pipeline.train import Checkpoints, dist_env, train
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--robot", required=True, help="a name in configs/robots/ or a robot YAML path")
@@ -185,7 +185,7 @@ def run(argv: list[str] | None = None) -> dict:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
+    rank = dist_env()[0]
     results = []
     for st, tc in zip(cfg.stages, stages):
         done = Checkpoints(Path(tc.run_dir) / "checkpoints", 1).complete()

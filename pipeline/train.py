@@ -181,33 +181,30 @@ def load_into(model: torch.nn.Module, state: dict, source, size: str, adapt: boo
     """Load ``state`` into ``model``. With ``adapt``, action layers whose shapes differ keep their
     fresh init (returned); any other difference means a checkpoint of another size or layout."""
     own = model.state_dict()
-    bad = [k for k in state if k in own and state[k].shape != own[k].shape]
-    recreated = sorted({k.rsplit(".", 1)[0] for k in bad if k.startswith(ACTION_PREFIXES)}) if adapt else []
-    bad = [k for k in bad if not (adapt and k.startswith(ACTION_PREFIXES))]
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    fresh = {k for k in mismatched if adapt and k.startswith(ACTION_PREFIXES)}  # keep their new init
+    bad = [k for k in mismatched if k not in fresh]
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if bad or missing or unexpected:
         detail = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in bad[:4])
         raise ValueError(f"checkpoint {source} is from a different model size or layout than {size} here: "
                          f"shape mismatch [{detail}], missing {missing[:4]}, unexpected {unexpected[:4]}")
-    keep = {k: v for k, v in state.items() if not (adapt and k.startswith(ACTION_PREFIXES) and v.shape != own[k].shape)}
-    model.load_state_dict({**own, **keep})
-    return recreated
+    model.load_state_dict({**own, **{k: v for k, v in state.items() if k not in fresh}})
+    return sorted({k.rsplit(".", 1)[0] for k in fresh})
 
 
 def freeze_parameters(model: torch.nn.Module, prefixes: list[str]) -> int:
     """requires_grad=False under each name prefix; an unknown prefix is an error. Returns the count."""
-    n = 0
-    names = [name for name, _ in model.named_parameters()]
-    for prefix in prefixes:
-        hits = [name for name in names if name == prefix or name.startswith(prefix.rstrip(".") + ".")]
-        if not hits:
-            tops = sorted({name.split(".")[0] for name in names})
+    params = dict(model.named_parameters())
+    hits = {x: [n for n in params if n == x or n.startswith(x.rstrip(".") + ".")] for x in prefixes}
+    for prefix, names in hits.items():
+        if not names:
+            tops = sorted({n.split(".")[0] for n in params})
             raise ValueError(f"freeze: '{prefix}' names no parameters; top-level modules: {', '.join(tops)}")
-    for name, p in model.named_parameters():
-        if any(name == x or name.startswith(x.rstrip(".") + ".") for x in prefixes):
-            p.requires_grad_(False)
-            n += p.numel()
-    return n
+    frozen = {n for names in hits.values() for n in names}
+    for n in frozen:
+        params[n].requires_grad_(False)
+    return sum(params[n].numel() for n in frozen)
 
 
 # Dense bf16 peak FLOP/s per device, for MFU; UVA_PEAK_TFLOPS overrides (other GPUs, fp32, CPU).

@@ -29,17 +29,11 @@ if __package__ in (None, ""):
 
 from pipeline.pusht.env import SUCCESS_COVERAGE  # noqa: E402
 from pipeline.pusht.runner import TEST_SEEDS, run_parallel  # noqa: E402
+from preprocessing.shards import atomic_write, npy_bytes  # noqa: E402
 from preprocessing.video_io import write_mp4  # noqa: E402
 
 ROBOT = "pusht"
 FPS = 10
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    tmp.replace(path)
 
 
 def save_episode(out: Path, ep: str, res) -> dict:
@@ -48,11 +42,9 @@ def save_episode(out: Path, ep: str, res) -> dict:
               "max_coverage": round(res.max_coverage, 5), "kept": bool(res.final_coverage > SUCCESS_COVERAGE)}
     if record["kept"]:
         write_mp4(out / f"{ep}.mp4", res.frames, FPS)
-        _atomic_save_npy(out / f"{ep}_actions.npy", res.actions.astype(np.float32))
-        _atomic_save_npy(out / f"{ep}_agent_pos.npy", res.agent_pos.astype(np.float32))
-    tmp = out / f".{ep}.json.tmp"
-    tmp.write_text(json.dumps(record))
-    tmp.replace(out / f"{ep}.json")
+        atomic_write(out / f"{ep}_actions.npy", npy_bytes(res.actions.astype(np.float32)))
+        atomic_write(out / f"{ep}_agent_pos.npy", npy_bytes(res.agent_pos.astype(np.float32)))
+    atomic_write(out / f"{ep}.json", json.dumps(record).encode())
     return record
 
 
@@ -63,9 +55,7 @@ def write_manifest(out: Path, records: list[dict]) -> Path:
                          "seed": r["seed"], "coverage": r["coverage"], "steps": r["steps"]})
              for r in records if r["kept"]]
     path = out / "manifest.jsonl"
-    tmp = out / ".manifest.jsonl.tmp"
-    tmp.write_text("".join(line + "\n" for line in lines))
-    tmp.replace(path)
+    atomic_write(path, "".join(line + "\n" for line in lines).encode())
     return path
 
 

@@ -37,7 +37,8 @@ def npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp name beside ``path``, fsync, rename: the file is whole or absent."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -65,7 +66,7 @@ def write_shard(out_dir: Path, prefix: str, idx: int, samples: list[dict], sidec
                 tar.addfile(info, io.BytesIO(data))
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
-    _atomic_write(out_dir / f"{name}.json", json.dumps(sidecar, indent=1).encode())
+    atomic_write(out_dir / f"{name}.json", json.dumps(sidecar, indent=1).encode())
     os.replace(tmp, tar_path)
     return tar_path
 

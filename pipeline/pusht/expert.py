@@ -23,7 +23,7 @@ from collections import deque
 import numpy as np
 
 from pipeline.pusht.env import (AGENT_RADIUS, ARENA, T_OUTLINE, SimState, advance, get_state, make_env,
-                                outline_world, pose_error, set_state)
+                                outline_world, pose_error, rotation, set_state)
 
 _EDGES = [(T_OUTLINE[i], T_OUTLINE[(i + 1) % len(T_OUTLINE)]) for i in range(len(T_OUTLINE))]
 
@@ -82,14 +82,13 @@ class PushPlanner:
 
         keep_out = self._polygon(s, AGENT_RADIUS + self.clearance - 0.5)
         start, goal = np.asarray(start, float), np.asarray(goal, float)
+        ring = self._polygon(s, AGENT_RADIUS + self.clearance + 1.0).exterior
         prefix = []
         if keep_out.contains(sg.Point(start)):  # just pushed: back away from the block first
             from shapely.ops import nearest_points
 
-            ring = self._polygon(s, AGENT_RADIUS + self.clearance + 1.0).exterior
             exit_pt = np.array(nearest_points(ring, sg.Point(start))[0].coords[0])
             prefix, start = [exit_pt], exit_pt
-        ring = self._polygon(s, AGENT_RADIUS + self.clearance + 1.0).exterior
         nodes = [start, goal] + [np.array(c) for c in ring.coords[:-1]]
         lo, hi = 1.0, ARENA - 1.0  # the agent is kinematic: it may overlap the walls
         ok = [True, True] + [lo <= c[0] <= hi and lo <= c[1] <= hi for c in nodes[2:]]
@@ -143,7 +142,7 @@ class PushPlanner:
 
         err0 = self.error(s)
         speed = self._push_speed(err0)
-        rot = np.array([[math.cos(s.angle), -math.sin(s.angle)], [math.sin(s.angle), math.cos(s.angle)]])
+        rot = rotation(s.angle)
         body = self._polygon(s, 0.0)
         lo, hi = 1.0, ARENA - 1.0
         agent = np.array(s.agent)

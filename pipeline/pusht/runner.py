@@ -31,6 +31,7 @@ import numpy as np
 
 from pipeline.pusht.env import (ARENA, SUCCESS_COVERAGE, get_state, legacy_start_state, make_env,
                                 reward_from_coverage)
+from preprocessing.shards import atomic_write
 
 TEST_SEEDS = tuple(range(100000, 100050))
 
@@ -124,7 +125,7 @@ def run_episode(env, policy, seed: int, max_steps: int = 300, action_steps: int 
                 success = bool(terminated)
                 break
     res = EpisodeResult(seed=seed, max_reward=reward_from_coverage(max_cov), max_coverage=max_cov,
-                        final_coverage=coverage, success=success or max_cov > SUCCESS_COVERAGE,
+                        final_coverage=coverage, success=success,
                         steps=steps, seconds=time.time() - t0)
     if record:
         res.frames = np.stack(frames) if frames else np.zeros((0, *item["image"].shape), np.uint8)
@@ -236,7 +237,5 @@ def write_report(result: dict, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(result, indent=2).encode())
     return path

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.pusht.env import (GOAL_POSE, SimState, advance, coverage_of, get_state, legacy_start_state,
+from pipeline.pusht.env import (GOAL_POSE, advance, coverage_of, get_state, legacy_start_state,
                                 make_env, pose_error, reward_from_coverage, set_state)
-from pipeline.pusht.runner import RandomPolicy, evaluate, parse_seeds, run_episode, score_of
+from pipeline.pusht.runner import evaluate, parse_seeds, run_episode, score_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
