@@ -7,7 +7,8 @@ Each source is one shard set written by encode_latents.py. Its pipeline, in orde
 
 and sources are mixed by sampling weight (robot data beside action-free human video) before
 batching. A shard set whose VAE identity differs from the configured one is refused; actions
-are normalized with the set's stored per-robot statistics; a corrupt sample is skipped and
+are normalized with the set's stored per-robot statistics (proprioception too, when
+data.proprio_dim > 0: its state at each history frame, zeros for episodes without); a corrupt sample is skipped and
 counted, never fatal. With fewer shards than ranks x workers, shards are repeated so that no
 worker starves (and no rank hangs waiting for another).
 """
@@ -74,6 +75,7 @@ class DataConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     vae_identity: str | None = None  # required VAE hash; None = all sources must agree
     action_dim: int = 2  # actions are zero-padded/validated to this width
+    proprio_dim: int = 0  # proprioception per history frame, zero-padded to this width (0 = not loaded)
     normalization: str = "mean_std"  # mean_std or q01_q99 (to [-1, 1])
     norm_mask: list[bool] | None = None  # per action dimension, False = not normalized (None = all)
     shuffle_buffer: int = 256  # windows held for shuffling per source
@@ -83,12 +85,14 @@ class DataConfig:
     def validate(self) -> None:
         if self.normalization not in ("mean_std", "q01_q99"):
             raise ValueError(f"data.normalization must be mean_std or q01_q99, got {self.normalization!r}")
-        if self.shuffle_buffer < 1 or self.num_workers < 0 or self.action_dim <= 0:
-            raise ValueError("data.shuffle_buffer and data.action_dim must be positive, num_workers >= 0")
+        if self.shuffle_buffer < 1 or self.num_workers < 0 or self.action_dim <= 0 or self.proprio_dim < 0:
+            raise ValueError("data.shuffle_buffer and data.action_dim must be positive, num_workers and "
+                             "proprio_dim >= 0")
 
 
-def cut_windows(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig) -> Iterator[dict]:
-    """All windows of one episode. latents (T, C, h, w); actions (T, A) or None."""
+def cut_windows(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig,
+                proprio: np.ndarray | None = None) -> Iterator[dict]:
+    """All windows of one episode. latents (T, C, h, w); actions (T, A), proprio (T, P) or None."""
     t = latents.shape[0]
     s = w.frame_stride
     action_step = w.num_future * s // w.action_horizon
@@ -99,6 +103,8 @@ def cut_windows(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig
         if actions is not None:
             # the actions taken from the last history frame up to the last future frame
             sample["actions"] = actions[last_hist + action_step * np.arange(w.action_horizon)]
+        if proprio is not None:  # the state at each history frame
+            sample["proprio"] = proprio[frames[: w.num_history]]
         yield sample
 
 
@@ -166,13 +172,35 @@ class ShardSetStream(torch.utils.data.IterableDataset):
             if actions.shape[1] > self.cfg.action_dim:
                 raise ValueError(f"robot '{meta['robot']}' has action dim {actions.shape[1]} > {self.cfg.action_dim}")
             actions = np.pad(actions, ((0, 0), (0, self.cfg.action_dim - actions.shape[1])))
-        for win in cut_windows(latents, actions, self.cfg.window):
+        proprio = self._proprio(sample, latents.shape[0])
+        for win in cut_windows(latents, actions, self.cfg.window, proprio):
             has = "actions" in win
-            yield {"history": torch.from_numpy(np.ascontiguousarray(win["history"])),
+            out = {"history": torch.from_numpy(np.ascontiguousarray(win["history"])),
                    "future": torch.from_numpy(np.ascontiguousarray(win["future"])),
                    "actions": torch.from_numpy(np.ascontiguousarray(win["actions"])) if has
                    else torch.zeros(self.cfg.window.action_horizon, self.cfg.action_dim),
                    "has_actions": torch.tensor(has)}
+            if proprio is not None:
+                out["proprio"] = torch.from_numpy(np.ascontiguousarray(win["proprio"]))
+            yield out
+
+    def _proprio(self, sample: dict, num_frames: int) -> np.ndarray | None:
+        """(T, proprio_dim) normalized proprioception; zeros for episodes without any."""
+        width = self.cfg.proprio_dim
+        if not width:
+            return None
+        raw = sample.get("proprio.npy")
+        if raw is None:
+            return np.zeros((num_frames, width), np.float32)
+        robot = sample["meta.json"]["robot"]
+        stats = self.stats.get(robot, {}).get("proprio")
+        if stats is None:
+            raise ValueError(f"no proprioception statistics for robot '{robot}' (re-run its encode command "
+                             f"to rewrite stats.json)")
+        if raw.ndim != 2 or raw.shape[0] != num_frames or raw.shape[1] > width:
+            raise ValueError(f"proprio of shape {raw.shape} does not fit {num_frames} frames x at most {width}")
+        out = normalize(raw.astype(np.float32), stats, self.cfg.normalization).astype(np.float32)
+        return np.pad(out, ((0, 0), (0, width - out.shape[1])))
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
@@ -230,7 +258,7 @@ class MixedStream(torch.utils.data.IterableDataset):
 
 def make_loader(cfg: DataConfig, batch_size: int, rank: int = 0, world_size: int = 1,
                 stats: dict | None = None) -> torch.utils.data.DataLoader:
-    """Batches of {'history', 'future', 'actions', 'has_actions'} for one rank."""
+    """Batches of {'history', 'future', 'actions', 'has_actions'[, 'proprio']} for one rank."""
     return torch.utils.data.DataLoader(MixedStream(cfg, rank, world_size, stats), batch_size=batch_size,
                                        num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
                                        prefetch_factor=4 if cfg.num_workers > 0 else None)

@@ -28,12 +28,14 @@ def evaluate(model: UVA, batch: dict, num_steps: int, num_iters: int, generator:
     for i, name in enumerate(MODE_NAMES):
         out = model(**batch, mode_weights=weights, modes=torch.full((b,), i), generator=generator)
         metrics[f"val/loss/{name}"] = float(out["per_sample"].float().mean())
-    pred_actions = model.predict_action(batch["history"], num_steps=num_steps, generator=generator)
+    pred_actions = model.predict_action(batch["history"], num_steps=num_steps, proprio=batch.get("proprio"),
+                                        generator=generator)
     has = batch["has_actions"].bool()
     if has.any():
         err = (pred_actions.float() - batch["actions"].float())[has]
         metrics["val/action_mse"] = float(err.pow(2).mean())
-    future = model.generate_video(batch["history"], num_iters=num_iters, num_steps=num_steps, generator=generator)
+    future = model.generate_video(batch["history"], num_iters=num_iters, num_steps=num_steps,
+                                  proprio=batch.get("proprio"), generator=generator)
     metrics["val/latent_mse"] = float((future.float() - batch["future"].float()).pow(2).mean())
     model.train(was_training)
     return {"metrics": metrics, "future": future}

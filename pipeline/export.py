@@ -5,7 +5,8 @@
       vae.safetensors     the frozen VAE the latents came from, and its vae.json (config, identity)
       policy.json         model config, robot (action meaning, units, rate, cameras), action
                           statistics and normalization, the frame layout (history frames, their
-                          spacing in control steps, actions per chunk), VAE identity, sampling steps
+                          spacing in control steps, actions per chunk), VAE identity, sampling steps,
+                      proprioception statistics (models that take proprioception)
 
 Written to a temporary folder and renamed into place: a bundle is whole or absent.
 """
@@ -21,13 +22,20 @@ from pathlib import Path
 BUNDLE_FORMAT = "uva-policy/1"
 
 
+def _stat_fields(stats: dict) -> dict:
+    return {k: stats[k] for k in ("mean", "std", "q01", "q99", "min", "max", "count", "dim") if k in stats}
+
+
 def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, robot, stats: dict,
                   window: dict, vae_path: str | Path, vae_identity: str, sampling_steps: int = 16,
-                  camera: str = "main", source: dict | None = None) -> Path:
-    """Write the bundle; ``robot`` is a RobotConfig, ``stats`` its entry of the shards' stats.json."""
+                  camera: str = "main", source: dict | None = None, proprio_stats: dict | None = None) -> Path:
+    """Write the bundle; ``robot`` is a RobotConfig, ``stats`` its entry of the shards' stats.json,
+    ``proprio_stats`` its proprioception statistics when the model takes proprioception."""
     from pipeline.vae_store import load_vae, save_vae
     from uva.vae import vae_identity as identity_of
 
+    if model_config.get("proprio_dim") and not proprio_stats:
+        raise ValueError("export: the model takes proprioception, but no proprioception statistics were given")
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -46,7 +54,8 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
         "action_dim": robot.action_dim,
         "normalization": robot.normalization,
         "norm_mask": robot.norm_mask(),
-        "stats": {k: stats[k] for k in ("mean", "std", "q01", "q99", "min", "max", "count") if k in stats},
+        "stats": _stat_fields(stats),
+        "proprio_stats": _stat_fields(proprio_stats) if proprio_stats and model_config.get("proprio_dim") else None,
         "window": window,
         "image_size": int(vae.config.resolution),
         "camera": camera,

@@ -6,7 +6,9 @@
 Steps (every rank runs them; the same entry point works under torchrun, srun and submitit):
 1. The robot comes from configs/robots/<name>.yaml; the target shards must hold that robot's
    actions with its action dimension; their statistics (stats.json, computed at encode time)
-   normalize the actions with the robot's mode and mask.
+   normalize the actions with the robot's mode and mask. When the robot names proprioception
+   (and use_proprio is on), the shards must carry it; it is normalized the same way and given
+   to the model as input (a new, zero-initialized projection onto the buffer tokens).
 2. The pretrained weights (a checkpoints folder, a step_N folder, an exported bundle, or a
    .safetensors file) are loaded with the architecture they were trained with. Backbone, video
    head and embeddings are kept; the action embedding and action head are re-created when the
@@ -53,6 +55,7 @@ class FinetuneConfig:
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig("full", 1000, 1e-4)])
     model_size: str | None = None  # refuse a checkpoint of another size (None = any)
     export_sampling_steps: int = 16  # diffusion steps the exported policy samples with
+    use_proprio: bool = True  # give the model the robot's proprioception (when its YAML names some)
     run_dir: str = "runs/finetune"
 
     def validate(self) -> None:
@@ -104,17 +107,20 @@ def resolve_pretrained(path: str | Path) -> tuple[Path, dict | None]:
 def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
          eval_data: list[str] | None = None) -> tuple[list[TrainConfig], dict]:
     """The training config of every stage, after checking robot, shards and checkpoint."""
-    from pipeline.robots import check_stats, load_robot
+    from pipeline.robots import check_proprio, check_stats, load_robot
     from preprocessing.shards import load_index
 
     robot = load_robot(robot_name)
     if not data:
         raise ValueError("--data: give at least one latent shard set of the target robot")
-    stats, identities = None, set()
+    stats, proprio, identities = None, None, set()
+    use_proprio = cfg.use_proprio and bool(robot.proprio_names)
     for d in data:
         if not (Path(d) / "index.json").is_file():
             raise FileNotFoundError(f"--data {d}: no index.json (a shard set written by encode_latents.py)")
         entry = check_stats(robot, read_stats(d), f"--data {d}")
+        if use_proprio:
+            proprio = proprio or check_proprio(robot, entry, f"--data {d}")
         stats = stats or entry
         identities.add(load_index(d)["vae"])
     if len(identities) > 1:
@@ -129,7 +135,8 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
                              f"{arch['encoder_depth']}+{arch['decoder_depth']}), but this recipe is for {cfg.model_size}")
         # the pretrained model fixes the frame layout; the action layout comes from the robot/recipe
         window = replace(window, num_history=arch["num_history"], num_future=arch["num_future"])
-        keep = {k: v for k, v in arch.items() if k not in ("num_history", "num_future", "action_horizon", "action_dim")}
+        keep = {k: v for k, v in arch.items()
+                if k not in ("num_history", "num_future", "action_horizon", "action_dim", "proprio_dim")}
         model = ModelSection(size=found if found != "custom" else "uva-tiny", overrides=keep)
     else:
         model = base.model
@@ -143,6 +150,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
         tc = replace(
             base, model=model,
             data=replace(base.data, sources=sources, window=window, action_dim=robot.action_dim,
+                         proprio_dim=len(robot.proprio_names) if use_proprio else 0,
                          normalization=robot.normalization, norm_mask=robot.norm_mask(), vae_identity=vae_id),
             eval_sources=[SourceConfig(path=d) for d in eval_data] if eval_data else base.eval_sources,
             optim=replace(base.optim, lr=st.lr, warmup_steps=st.warmup_steps),
@@ -154,7 +162,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
         tc.validate()
         stages.append(tc)
         prev = Path(tc.run_dir) / "checkpoints"
-    info = {"robot": robot, "stats": stats, "weights": str(weights), "arch": arch}
+    info = {"robot": robot, "stats": stats, "proprio_stats": proprio, "weights": str(weights), "arch": arch}
     return stages, info
 
 
@@ -234,7 +242,8 @@ def do_export(cfg: FinetuneConfig, last: TrainConfig, info: dict, vae: str | Non
     cam = last.data.sources[0].camera or "main"
     return export_bundle(Path(cfg.run_dir) / "export", weights, arch, info["robot"], info["stats"], window,
                          vae_path, index["vae"], cfg.export_sampling_steps, cam,
-                         source={"checkpoint": str(step_dir), "pretrained": info["weights"]})
+                         source={"checkpoint": str(step_dir), "pretrained": info["weights"]},
+                         proprio_stats=info["proprio_stats"])
 
 
 def main(argv: list[str] | None = None) -> None:

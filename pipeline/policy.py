@@ -5,11 +5,14 @@
     chunk = policy.predict(frames)   # frames: (num_history, H, W, 3) uint8, oldest first, spaced
                                      # policy.frame_stride control steps apart -> (K, action_dim)
                                      # in the robot's own units, one row per control step
+    chunk = policy.predict(frames, proprio)  # a model that takes proprioception also needs the
+                                     # robot state at those frames: (num_history, P), robot units
 
 Inference is the decoupled path: one backbone pass with every future token masked, then the
 action head's diffusion sampling; no video is generated. Frames go through the same resize,
 crop and VAE as the training data. The object also follows the evaluation runner's policy
-interface (``num_obs``, ``reset(seed)``, ``__call__(obs, num_actions)``).
+interface (``num_obs``, ``reset(seed)``, ``__call__(obs, num_actions)``; proprioception from
+``obs["proprio"]``, else ``obs["agent_pos"]``).
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ class UVAPolicy:
         self.sampling_steps = int(sampling_steps or meta["sampling_steps"])
         self.stats, self.normalization = meta["stats"], meta["normalization"]
         self.norm_mask = meta["norm_mask"]
+        self.proprio_dim = int(self.config.proprio_dim)
+        self.proprio_stats = meta.get("proprio_stats")
+        if self.proprio_dim and not self.proprio_stats:
+            raise ValueError(f"policy bundle {self.root}: the model takes proprioception but policy.json "
+                             f"has no proprio_stats")
         self.generator = torch.Generator(device="cpu").manual_seed(0)
 
     # -- runner interface ----------------------------------------------------------------
@@ -73,7 +81,11 @@ class UVAPolicy:
 
     def __call__(self, obs: dict, num_actions: int) -> np.ndarray:
         frames = np.asarray(obs["image"])[:: self.frame_stride][-self.num_history:]
-        return self.predict(frames).astype(np.float32)
+        proprio = None
+        if self.proprio_dim:
+            state = obs["proprio"] if "proprio" in obs else obs["agent_pos"]
+            proprio = np.asarray(state, dtype=np.float32)[:: self.frame_stride][-self.num_history:]
+        return self.predict(frames, proprio).astype(np.float32)
 
     # -- API -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -90,20 +102,45 @@ class UVAPolicy:
         return z.unsqueeze(0)
 
     @torch.no_grad()
-    def predict_normalized(self, history: torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
-        """(1, num_history, C, h, w) latents -> (action_horizon, action_dim) model-unit actions."""
+    def predict_normalized(self, history: torch.Tensor, generator: torch.Generator | None = None,
+                           proprio: torch.Tensor | None = None) -> np.ndarray:
+        """(1, num_history, C, h, w) latents [, (1, num_history, P) normalized proprioception]
+        -> (action_horizon, action_dim) model-unit actions."""
         g = generator if generator is not None else self.generator
-        out = self.model.predict_action(history.to(self.device), num_steps=self.sampling_steps, generator=g)
+        out = self.model.predict_action(history.to(self.device), num_steps=self.sampling_steps, generator=g,
+                                        proprio=None if proprio is None else proprio.to(self.device))
         return out[0].float().cpu().numpy()
 
-    def predict(self, frames: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
-        """(num_history, H, W, 3) uint8 frames, oldest first -> (K, action_dim) robot-unit actions."""
+    def normalize_proprio(self, proprio: np.ndarray) -> torch.Tensor:
+        """(N, P) robot-unit states -> (1, N, P) model units, as the training data were."""
+        from pipeline.robots import normalize_actions
+
+        state = np.asarray(proprio, dtype=np.float32)
+        if state.ndim != 2 or state.shape[1] != self.proprio_dim:
+            raise ValueError(f"proprio must be (N, {self.proprio_dim}) "
+                             f"({', '.join(self.robot.proprio_names)}), got {state.shape}")
+        norm = normalize_actions(state, self.proprio_stats, self.normalization)
+        return torch.from_numpy(norm.astype(np.float32)).unsqueeze(0)
+
+    def predict(self, frames: np.ndarray, proprio: np.ndarray | None = None,
+                generator: torch.Generator | None = None) -> np.ndarray:
+        """(num_history, H, W, 3) uint8 frames, oldest first [, (num_history, P) robot states at
+        those frames, for a model that takes proprioception] -> (K, action_dim) robot-unit actions."""
         from pipeline.robots import unnormalize_actions
 
         frames = np.asarray(frames)
         if len(frames) < self.num_history:  # the start of an episode: repeat the first frame
             frames = np.concatenate([np.repeat(frames[:1], self.num_history - len(frames), 0), frames])
-        norm = self.predict_normalized(self.encode(frames[-self.num_history:]), generator)
+        state = None
+        if self.proprio_dim:
+            if proprio is None:
+                raise ValueError(f"this policy takes proprioception: pass proprio "
+                                 f"({', '.join(self.robot.proprio_names)}) for each frame")
+            proprio = np.asarray(proprio, dtype=np.float32)
+            if len(proprio) < self.num_history:
+                proprio = np.concatenate([np.repeat(proprio[:1], self.num_history - len(proprio), 0), proprio])
+            state = self.normalize_proprio(proprio[-self.num_history:])
+        norm = self.predict_normalized(self.encode(frames[-self.num_history:]), generator, state)
         actions = unnormalize_actions(norm[:, : self.robot.action_dim], self.stats, self.normalization, self.norm_mask)
         return np.repeat(actions, self.action_step, axis=0)  # one row per control step
 

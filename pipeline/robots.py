@@ -85,6 +85,24 @@ def check_stats(robot: RobotConfig, stats: dict, where: str) -> dict:
     return entry
 
 
+def check_proprio(robot: RobotConfig, entry: dict, where: str) -> dict:
+    """The proprioception statistics of the robot's stats entry, checked against proprio_names."""
+    if not robot.proprio_names:
+        raise ValueError(f"robot '{robot.name}' lists no proprio_names in configs/robots/{robot.name}.yaml")
+    stats = entry.get("proprio")
+    if stats is None:
+        raise ValueError(f"{where}: no proprioception statistics for robot '{robot.name}' in stats.json: "
+                         f"either its episodes carry no proprio (give the manifest a 'proprio' field and "
+                         f"re-encode) or the set was encoded by an older version (re-run the same "
+                         f"encode_latents.py command: finished shards are kept, stats.json is rewritten); "
+                         f"or fine-tune without it (use_proprio: false)")
+    if int(stats["dim"]) != len(robot.proprio_names):
+        raise ValueError(f"{where}: robot '{robot.name}' proprioception is {stats['dim']}-d in the shards, but "
+                         f"configs/robots/{robot.name}.yaml names {len(robot.proprio_names)} "
+                         f"({', '.join(robot.proprio_names)})")
+    return stats
+
+
 def normalize_actions(actions: np.ndarray, stats: dict, mode: str, mask=None) -> np.ndarray:
     """Robot units -> model units, per dimension; dimensions where ``mask`` is False pass through."""
     a = np.asarray(actions, dtype=np.float64)

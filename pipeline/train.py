@@ -173,24 +173,29 @@ def load_pretrained(path: str | Path, which: str = "ema") -> tuple[dict, Path]:
     return load_file(str(f)), f
 
 
-# Parameters whose shapes follow the action dimension/horizon: re-created when adapting to a robot.
-ACTION_PREFIXES = ("embed.action_proj.", "action_head.")
+# Parameters that follow the robot (action dimension/horizon, proprioception): re-created when
+# adapting to a robot.
+ADAPT_PREFIXES = ("embed.action_proj.", "action_head.", "embed.proprio.")
 
 
 def load_into(model: torch.nn.Module, state: dict, source, size: str, adapt: bool = False) -> list[str]:
-    """Load ``state`` into ``model``. With ``adapt``, action layers whose shapes differ keep their
-    fresh init (returned); any other difference means a checkpoint of another size or layout."""
+    """Load ``state`` into ``model``. With ``adapt``, robot layers (action embedding and head,
+    proprioception) whose shapes differ or that the checkpoint lacks keep their fresh init
+    (returned), and robot layers the model lacks are dropped; any other difference means a
+    checkpoint of another size or layout."""
     own = model.state_dict()
+    robot_layer = lambda k: adapt and k.startswith(ADAPT_PREFIXES)  # noqa: E731
     mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
-    fresh = {k for k in mismatched if adapt and k.startswith(ACTION_PREFIXES)}  # keep their new init
+    missing = sorted(k for k in set(own) - set(state) if not robot_layer(k))
+    unexpected = sorted(k for k in set(state) - set(own) if not robot_layer(k))
+    fresh = {k for k in mismatched if robot_layer(k)} | {k for k in set(own) - set(state) if robot_layer(k)}
     bad = [k for k in mismatched if k not in fresh]
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if bad or missing or unexpected:
         detail = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in bad[:4])
         raise ValueError(f"checkpoint {source} is from a different model size or layout than {size} here: "
                          f"shape mismatch [{detail}], missing {missing[:4]}, unexpected {unexpected[:4]}")
-    model.load_state_dict({**own, **{k: v for k, v in state.items() if k not in fresh}})
-    return sorted({k.rsplit(".", 1)[0] for k in fresh})
+    model.load_state_dict({**own, **{k: v for k, v in state.items() if k in own and k not in fresh}})
+    return sorted({p.rstrip(".") for p in ADAPT_PREFIXES for k in fresh if k.startswith(p)})
 
 
 def freeze_parameters(model: torch.nn.Module, prefixes: list[str]) -> int:
@@ -320,14 +325,15 @@ def train(cfg: TrainConfig) -> dict:
                                            "num_history": cfg.data.window.num_history,
                                            "num_future": cfg.data.window.num_future,
                                            "action_horizon": cfg.data.window.action_horizon,
-                                           "action_dim": cfg.data.action_dim})
+                                           "action_dim": cfg.data.action_dim,
+                                           "proprio_dim": cfg.data.proprio_dim})
     model = UVA(mcfg)
     if cfg.init_from:
         state, source = load_pretrained(cfg.init_from, cfg.init_weights)
         recreated = load_into(model, state, source, cfg.model.size, adapt=cfg.init_adapt)
         if rank == 0:
             print(f"[train] initialized from {source}"
-                  + (f"; re-created for action dim {mcfg.action_dim}: {', '.join(recreated)}" if recreated else ""),
+                  + (f"; new for this robot: {', '.join(recreated)}" if recreated else ""),
                   flush=True)
     frozen = freeze_parameters(model, cfg.freeze)
     if rank == 0 and frozen:

@@ -138,15 +138,25 @@ class RunningStats:
 
 
 def compute_action_stats(tar_paths: list[Path]) -> dict:
-    """Per-robot action statistics over every episode with actions in the given shards."""
+    """Per-robot action statistics over every episode with actions in the given shards.
+
+    A robot whose episodes carry proprioception also gets its statistics, under "proprio"
+    in its entry (same keys as the action statistics).
+    """
     per_robot: dict[str, RunningStats] = {}
+    per_proprio: dict[str, RunningStats] = {}
     for path in tar_paths:
-        for sample in iter_tar_samples(path, members=("actions.npy", "meta.json")):
+        for sample in iter_tar_samples(path, members=("actions.npy", "proprio.npy", "meta.json")):
             if "actions.npy" not in sample:
                 continue
             robot = sample["meta.json"]["robot"]
             per_robot.setdefault(robot, RunningStats()).update(sample["actions.npy"])
-    return {robot: stats.result() for robot, stats in sorted(per_robot.items())}
+            if "proprio.npy" in sample:
+                per_proprio.setdefault(robot, RunningStats()).update(sample["proprio.npy"])
+    out = {robot: stats.result() for robot, stats in sorted(per_robot.items())}
+    for robot, stats in per_proprio.items():
+        out[robot]["proprio"] = stats.result()
+    return out
 
 
 def load_index(folder: str | Path) -> dict:

@@ -20,7 +20,7 @@ class UVAConfig:
     num_future: int = 4  # future frames predicted
     action_dim: int = 2  # action dimension of the robot
     action_horizon: int = 16  # actions per sample; a multiple of num_future
-    proprio_dim: int = 0  # proprioception per history frame (0 = none)
+    proprio_dim: int = 0  # proprioception per history frame, added to the buffer tokens (0 = none)
     lang_dim: int = 0  # language embedding size (0 = none)
     # backbone
     width: int = 768  # encoder width
@@ -79,6 +79,9 @@ class UVAConfig:
             raise ValueError(f"model.mask_ratio_min={self.mask_ratio_min} must be in (0, 1]")
         if self.proprio_dim < 0 or self.lang_dim < 0 or self.num_buffer_tokens < 0:
             raise ValueError("model.proprio_dim, lang_dim and num_buffer_tokens must be >= 0")
+        if self.proprio_dim and not self.num_buffer_tokens:
+            raise ValueError("model.proprio_dim > 0 needs num_buffer_tokens >= 1 (proprioception enters "
+                             "through the buffer tokens)")
 
 
 def _size(width, depth, heads, head_width, head_depth, **kw) -> UVAConfig:

@@ -50,7 +50,7 @@ class JointEmbed(nn.Module):
 
     @property
     def num_prefix(self) -> int:
-        return self.cfg.num_buffer_tokens + (self.proprio is not None) + (self.lang is not None)
+        return self.cfg.num_buffer_tokens + (self.lang is not None)
 
     def forward(self, hist: torch.Tensor, fut: torch.Tensor, future_mask: torch.Tensor,
                 actions: torch.Tensor | None, actions_visible: torch.Tensor,
@@ -69,11 +69,12 @@ class JointEmbed(nn.Module):
         act = act.unsqueeze(2).expand(b, tf, n, -1)  # actions spread over their frame's grid
         x = self.fuse(torch.cat([fut, ctx.to(fut.dtype), act.to(fut.dtype)], -1))
         x = rearrange(x + self.time_pos + self.space_pos, "b t n w -> b (t n) w")
-        prefix = [self.buffer.expand(b, -1, -1)]
-        if self.proprio is not None:
+        buffer = self.buffer.expand(b, -1, -1).to(x.dtype)
+        if self.proprio is not None:  # proprioception is added to every buffer token
             if proprio is None:
                 proprio = hist.new_zeros(b, cfg.num_history, cfg.proprio_dim)
-            prefix.append(self.proprio(proprio.reshape(b, 1, -1).to(x.dtype)))
+            buffer = buffer + self.proprio(proprio.reshape(b, 1, -1).to(x.dtype))
+        prefix = [buffer]
         if self.lang is not None:
             if lang is None:
                 lang = hist.new_zeros(b, cfg.lang_dim)
@@ -82,7 +83,12 @@ class JointEmbed(nn.Module):
 
 
 class Readout(nn.Module):
-    """Decoder features -> per-token video condition and per-chunk action condition."""
+    """Decoder features -> per-token video condition and per-chunk action condition.
+
+    The action condition reads both the future frames (mean over each frame's tokens) and the
+    prefix tokens (buffer tokens, which carry the proprioception, and language: global tokens
+    that attend to everything), so what the policy needs does not have to survive a spatial mean.
+    """
 
     def __init__(self, cfg: UVAConfig, num_prefix: int):
         super().__init__()
@@ -90,12 +96,16 @@ class Readout(nn.Module):
         d = cfg.decoder_width
         self.video_pos = nn.Parameter(torch.zeros(1, cfg.num_future * cfg.tokens_per_frame, d))
         self.action_pool = nn.Linear(cfg.num_future * d, d)
+        self.prefix_pool = nn.Linear(d, d) if num_prefix else None
         nn.init.normal_(self.video_pos, std=0.02)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = z[:, self.num_prefix :]  # (B, L, D)
+        prefix, z = z[:, : self.num_prefix], z[:, self.num_prefix :]  # (B, P, D), (B, L, D)
         frames = rearrange(z, "b (t n) d -> b t n d", t=self.cfg.num_future).mean(2)  # (B, Tf, D)
-        return z + self.video_pos, self.action_pool(frames.flatten(1))
+        action = self.action_pool(frames.flatten(1))
+        if self.prefix_pool is not None:
+            action = action + self.prefix_pool(prefix.mean(1))
+        return z + self.video_pos, action
 
 
 class UVA(nn.Module):
@@ -117,6 +127,8 @@ class UVA(nn.Module):
         self.apply(self._init_linear)
         self.video_head.reset_parameters()
         self.action_head.reset_parameters()
+        if self.embed.proprio is not None:  # zero: a model given proprioception starts as it was
+            nn.init.zeros_(self.embed.proprio.weight)
         self.set_grad_checkpointing(cfg.grad_checkpointing)
 
     @staticmethod

@@ -14,7 +14,7 @@ from preprocessing.shards import INDEX_FORMAT, compute_action_stats, iter_tar_sa
 
 def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: bool, vae: str = "vae0",
              per_shard: int = 2, corrupt: bool = False, action_dim: int = 2, latent=(4, 2, 2),
-             config: dict | None = None) -> Path:
+             config: dict | None = None, proprio_dim: int = 0) -> Path:
     root.mkdir(parents=True)
     shards = []
     for s in range(0, episodes, per_shard):
@@ -26,6 +26,9 @@ def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: b
             if with_actions:
                 cols = [np.arange(frames) * (1 + k) * (-1) ** k for k in range(action_dim)]
                 sample["actions.npy"] = npy_bytes(np.stack(cols, 1).astype(np.float32))
+            if proprio_dim:  # state k of frame t: 10 * e + t + k
+                state = 10 * e + np.arange(frames)[:, None] + np.arange(proprio_dim)[None]
+                sample["proprio.npy"] = npy_bytes(state.astype(np.float32))
             if corrupt and e == 0:
                 del sample["meta.json"]
             samples.append(sample)
@@ -81,6 +84,28 @@ def test_mix_weights_actions_normalized_and_action_free(tmp_path):
     acts = torch.stack([b["actions"] for b in batch if b["has_actions"]])
     assert acts.abs().max() < 3  # normalized with stored statistics
     assert all(b["actions"].abs().sum() == 0 for b in batch if not b["has_actions"])
+
+
+def test_proprio_at_history_frames_normalized_and_zero_without(tmp_path):
+    make_set(tmp_path / "robot", "arm", 2, 20, True, per_shard=1, proprio_dim=3)
+    make_set(tmp_path / "human", "human", 2, 20, False)
+    stats = json.loads((tmp_path / "robot" / "stats.json").read_text())["arm"]["proprio"]
+    assert stats["dim"] == 3 and stats["count"] == 40
+    w = WindowConfig(2, 2, 3, 6)
+    wins = list(cut_windows(np.zeros((12, 1, 1, 1)), None, w, np.arange(12, dtype=np.float32)[:, None]))
+    assert wins[1]["proprio"].ravel().tolist() == [1, 4]  # the state at each history frame
+    cfg = DataConfig(sources=[SourceConfig(str(tmp_path / "robot")), SourceConfig(str(tmp_path / "human"))],
+                     window=WindowConfig(2, 2, 2, 4), shuffle_buffer=1, num_workers=0, proprio_dim=4)
+    it = iter(MixedStream(cfg))
+    batch = [next(it) for _ in range(60)]
+    robot = [b for b in batch if b["has_actions"]]
+    assert all(b["proprio"].shape == (2, 4) for b in batch) and robot
+    for b in robot:  # normalized with the stored statistics, zero-padded to proprio_dim
+        assert b["proprio"][:, 3].abs().sum() == 0 and np.abs(b["proprio"][:, :3].numpy()).max() < 3
+        assert np.allclose(np.diff(unnormalize(b["proprio"][:, :3].numpy(), stats, "mean_std"), axis=0), 2, atol=1e-3)
+    assert all(b["proprio"].abs().sum() == 0 for b in batch if not b["has_actions"])
+    assert "proprio" not in next(iter(MixedStream(DataConfig(sources=cfg.sources[:1], window=cfg.window,
+                                                             shuffle_buffer=1, num_workers=0))))
 
 
 def test_no_starving_with_few_shards(tmp_path):

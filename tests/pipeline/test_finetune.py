@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +56,10 @@ def world(tmp_path_factory):
     cfg = {"vae": str(vae_path)}
     make_set(root / "pre" / "robot", "arm", 4, 24, True, vae=ident, config=cfg)
     make_set(root / "pre" / "human", "human", 2, 24, False, vae=ident, config=cfg)
-    make_set(root / "franka", "franka", 4, 24, True, vae=ident, action_dim=8, config=cfg)
-    make_set(root / "franka7", "franka", 2, 24, True, vae=ident, action_dim=7, config=cfg)
-    make_set(root / "pusht", "pusht", 4, 24, True, vae=ident, action_dim=2, config=cfg)
+    make_set(root / "franka", "franka", 4, 24, True, vae=ident, action_dim=8, config=cfg, proprio_dim=8)
+    make_set(root / "franka7", "franka", 2, 24, True, vae=ident, action_dim=7, config=cfg, proprio_dim=8)
+    make_set(root / "franka_blind", "franka", 2, 24, True, vae=ident, action_dim=8, config=cfg)  # no proprio
+    make_set(root / "pusht", "pusht", 4, 24, True, vae=ident, action_dim=2, config=cfg, proprio_dim=2)
     run = root / "pretrain"
     sets = base_sets(run, root / "pre") + ["total_steps=3", "checkpoint_every=3"]
     run_train(sets, 1, root / "losses")
@@ -103,7 +105,7 @@ def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, 
     stages = "[{name: heads, steps: 2, lr: 1.0e-3, freeze: [backbone, video_head]}, {name: all, steps: 2, lr: 1.0e-3}]"
     proc = finetune(["--robot", "franka", "--pretrained", str(world["ckpt"]), "--data", str(world["root"] / "franka"),
                      *recipe(run, stages)])
-    assert "re-created for action dim 8: action_head" in proc.stdout and "embed.action_proj" in proc.stdout
+    assert "new for this robot: action_head, embed.action_proj, embed.proprio" in proc.stdout
     pre = load_file(str(world["ckpt"] / "step_3" / "ema.safetensors"))
     heads = load_file(str(run / "stage0_heads" / "checkpoints" / "step_2" / "model.safetensors"))
     full = load_file(str(run / "stage1_all" / "checkpoints" / "step_2" / "model.safetensors"))
@@ -111,26 +113,32 @@ def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, 
     assert backbone and all(torch.equal(pre[k], heads[k]) for k in backbone)  # frozen in stage 1: kept exactly
     assert any(not torch.equal(pre[k], full[k]) for k in backbone)  # trained in stage 2
     assert heads["embed.action_proj.weight"].shape[1] == 2 * 8 and pre["embed.action_proj.weight"].shape[1] == 2 * 2
+    assert "embed.proprio.weight" not in pre and heads["embed.proprio.weight"].shape[1] == 2 * 8  # 2 frames x 8
     video = [k for k in pre if k.startswith("video_head.")]
     assert video and all(torch.equal(pre[k], heads[k]) for k in video)  # kept, not re-created
     # the bundle: safetensors + JSON, and it reproduces the trained model's actions exactly
     bundle = run / "export"
     meta = json.loads((bundle / "policy.json").read_text())
     assert meta["robot"]["name"] == "franka" and meta["action_dim"] == 8 and meta["norm_mask"][-1] is False
+    assert meta["model_config"]["proprio_dim"] == 8 and meta["proprio_stats"]["dim"] == 8
     assert sorted(p.name for p in bundle.iterdir()) == ["model.safetensors", "policy.json", "vae.json", "vae.safetensors"]
     step = run / "stage1_all" / "checkpoints" / "step_2"
     model = UVA(UVAConfig(**json.loads((step / "model_config.json").read_text())))
     model.load_state_dict(load_file(str(step / "ema.safetensors")))
     model.eval()
     policy = load_policy(bundle)
-    hist = torch.randn(1, 2, 4, 2, 2)
-    want = model.predict_action(hist, num_steps=16, generator=torch.Generator().manual_seed(7))[0].numpy()
-    got = policy.predict_normalized(hist, torch.Generator().manual_seed(7))
-    np.testing.assert_array_equal(got, want)
+    hist, state = torch.randn(1, 2, 4, 2, 2), torch.randn(1, 2, 8)
+    want = model.predict_action(hist, num_steps=16, proprio=state, generator=torch.Generator().manual_seed(7))
+    got = policy.predict_normalized(hist, torch.Generator().manual_seed(7), state)
+    np.testing.assert_array_equal(got, want[0].numpy())
     frames = np.random.default_rng(0).integers(0, 255, size=(2, 8, 8, 3), dtype=np.uint8)
-    acts = policy.predict(frames, torch.Generator().manual_seed(3))
-    norm = policy.predict_normalized(policy.encode(frames), torch.Generator().manual_seed(3))
+    robot_state = np.arange(16, dtype=np.float32).reshape(2, 8)
+    with pytest.raises(ValueError, match="this policy takes proprioception"):
+        policy.predict(frames)
+    acts = policy.predict(frames, robot_state, generator=torch.Generator().manual_seed(3))
     stats = json.loads((world["root"] / "franka" / "stats.json").read_text())["franka"]
+    state = torch.from_numpy(normalize_actions(robot_state, stats["proprio"], "q01_q99").astype(np.float32))[None]
+    norm = policy.predict_normalized(policy.encode(frames), torch.Generator().manual_seed(3), state)
     assert acts.shape == (4, 8)  # action_horizon 4, one per control step
     np.testing.assert_allclose(acts, unnormalize_actions(norm, stats, "q01_q99", [True] * 7 + [False]), rtol=1e-6)
     # MLflow: one experiment, a run per stage
@@ -152,7 +160,8 @@ def test_finetune_pusht_and_closed_loop_in_the_runner(world, tmp_path):
     run = tmp_path / "ft"
     proc = finetune(["--robot", "pusht", "--pretrained", str(world["ckpt"]), "--data", str(world["root"] / "pusht"),
                      *recipe(run, "[{name: full, steps: 2, lr: 1.0e-3}]")])
-    assert "re-created" not in proc.stdout  # same action layout: the pretrained action head is kept
+    # same action layout: the pretrained action head is kept; only the proprioception input is new
+    assert "new for this robot: embed.proprio\n" in proc.stdout
     res = evaluate(str(run / "export"), [100000], workers=1, max_steps=12, log=None)
     assert res["num_episodes"] == 1 and res["episodes"][0]["steps"] == 12
     # and through the exported bundle's own folder as a pretrained checkpoint (fine-tune again)
@@ -169,6 +178,8 @@ def test_finetune_bad_inputs_are_named(world, tmp_path):
          "franka' actions are 7-d in the shards, but configs/robots/franka.yaml defines 8"),
         (["--robot", "franka", "--pretrained", ck, "--data", str(world["root"] / "pusht")],
          "no actions of robot 'franka'"),
+        (["--robot", "franka", "--pretrained", ck, "--data", str(world["root"] / "franka_blind")],
+         "no proprioception statistics for robot 'franka'"),
         (["--robot", "franka", "--pretrained", ck, "--data", data, "--set", "model_size=uva-B"],
          "is a uva-tiny model (width 32, depth 2+2), but this recipe is for uva-B"),
         (["--robot", "franka", "--pretrained", str(tmp_path / "missing"), "--data", data], "--pretrained"),
@@ -176,6 +187,15 @@ def test_finetune_bad_inputs_are_named(world, tmp_path):
     for args, message in cases:
         proc = finetune(args + ["--run-dir", str(tmp_path / "x")], check=False)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-2000:])
+    # without proprioception on request (use_proprio: false) the same shards plan fine
+    from pipeline.config import load_config
+    from pipeline.finetune import FinetuneConfig, plan
+
+    cfg = load_config(FinetuneConfig, ROOT / "configs/finetune/default.yaml", [f"train.data.window={WINDOW}"])
+    stages, _ = plan(replace(cfg, use_proprio=False), "franka", ck, [str(world["root"] / "franka_blind")])
+    assert stages[0].data.proprio_dim == 0
+    stages, info = plan(cfg, "franka", ck, [data])
+    assert stages[0].data.proprio_dim == 8 and info["proprio_stats"]["dim"] == 8
     # bare weights of another layout (no model_config.json beside them): refused when loading
     bare = tmp_path / "bare" / "weights.safetensors"
     bare.parent.mkdir()
