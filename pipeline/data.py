@@ -3,13 +3,14 @@
 Each source is one shard set written by encode_latents.py. Its pipeline, in order:
 
     shard list -> shuffle shards (seed, epoch) -> split by node -> split by worker
-    -> read episodes -> cut windows -> shuffle buffer
+    -> read episodes -> pool of episodes (windows drawn across them, each once per pass)
+    -> shuffle buffer of windows
 
 and sources are mixed by sampling weight (robot data beside action-free human video) before
 batching. A shard set whose VAE identity differs from the configured one is refused; actions
 are normalized with the set's stored per-robot statistics (proprioception too, when
-data.proprio_dim > 0: its state at each history frame, zeros for episodes without); a corrupt sample is skipped and
-counted, never fatal. With fewer shards than ranks x workers, shards are repeated so that no
+data.proprio_dim > 0: its state at each history frame, zeros for episodes without); a corrupt
+sample is skipped and counted, never fatal. With fewer shards than ranks x workers, shards are repeated so that no
 worker starves (and no rank hangs waiting for another).
 """
 
@@ -78,34 +79,46 @@ class DataConfig:
     proprio_dim: int = 0  # proprioception per history frame, zero-padded to this width (0 = not loaded)
     normalization: str = "mean_std"  # mean_std or q01_q99 (to [-1, 1])
     norm_mask: list[bool] | None = None  # per action dimension, False = not normalized (None = all)
-    shuffle_buffer: int = 256  # windows held for shuffling per source
+    shuffle_episodes: int = 16  # episodes per source whose windows are interleaved (held in memory)
+    shuffle_buffer: int = 256  # windows held for shuffling per source, after the episode pool
     num_workers: int = 1  # DataLoader workers per rank
     seed: int = 0
 
     def validate(self) -> None:
         if self.normalization not in ("mean_std", "q01_q99"):
             raise ValueError(f"data.normalization must be mean_std or q01_q99, got {self.normalization!r}")
-        if self.shuffle_buffer < 1 or self.num_workers < 0 or self.action_dim <= 0 or self.proprio_dim < 0:
-            raise ValueError("data.shuffle_buffer and data.action_dim must be positive, num_workers and "
+        if self.shuffle_buffer < 1 or self.shuffle_episodes < 1 or self.num_workers < 0 or self.action_dim <= 0 or self.proprio_dim < 0:
+            raise ValueError("data.shuffle_buffer, shuffle_episodes and action_dim must be positive, num_workers and "
                              "proprio_dim >= 0")
+
+
+def window_starts(num_frames: int, w: WindowConfig) -> range:
+    """First stored frame of every window of an episode with ``num_frames`` frames."""
+    return range(0, num_frames - w.span + 1, w.window_stride)
+
+
+def window_at(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig, start: int,
+              proprio: np.ndarray | None = None) -> dict:
+    """The window starting at stored frame ``start``. latents (T, C, h, w); actions (T, A),
+    proprio (T, P) or None."""
+    s = w.frame_stride
+    action_step = w.num_future * s // w.action_horizon
+    frames = start + s * np.arange(w.num_history + w.num_future)
+    last_hist = frames[w.num_history - 1]
+    sample = {"history": latents[frames[: w.num_history]], "future": latents[frames[w.num_history :]]}
+    if actions is not None:
+        # the actions taken from the last history frame up to the last future frame
+        sample["actions"] = actions[last_hist + action_step * np.arange(w.action_horizon)]
+    if proprio is not None:  # the state at each history frame
+        sample["proprio"] = proprio[frames[: w.num_history]]
+    return sample
 
 
 def cut_windows(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig,
                 proprio: np.ndarray | None = None) -> Iterator[dict]:
-    """All windows of one episode. latents (T, C, h, w); actions (T, A), proprio (T, P) or None."""
-    t = latents.shape[0]
-    s = w.frame_stride
-    action_step = w.num_future * s // w.action_horizon
-    for start in range(0, t - w.span + 1, w.window_stride):
-        frames = start + s * np.arange(w.num_history + w.num_future)
-        last_hist = frames[w.num_history - 1]
-        sample = {"history": latents[frames[: w.num_history]], "future": latents[frames[w.num_history :]]}
-        if actions is not None:
-            # the actions taken from the last history frame up to the last future frame
-            sample["actions"] = actions[last_hist + action_step * np.arange(w.action_horizon)]
-        if proprio is not None:  # the state at each history frame
-            sample["proprio"] = proprio[frames[: w.num_history]]
-        yield sample
+    """All windows of one episode, in order."""
+    for start in window_starts(latents.shape[0], w):
+        yield window_at(latents, actions, w, start, proprio)
 
 
 def read_stats(root: str | Path) -> dict:
@@ -157,32 +170,37 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         slot = self.rank * nw + wid
         return shards[slot::slots]
 
-    def _episode_windows(self, sample: dict) -> Iterator[dict]:
+    def _episode(self, sample: dict) -> dict:
+        """One stored episode, checked, with normalized actions/proprioception (latents stay float16)."""
         meta = sample["meta.json"]
         cams = sorted(k for k in sample if k.startswith("latents."))
         cam = f"latents.{self.source.camera}.npy" if self.source.camera else cams[0]
-        latents = sample[cam].astype(np.float32)
+        latents = sample[cam]
         actions = sample.get("actions.npy")
         if actions is not None:
             stats = self.stats.get(meta["robot"])
             if stats is None:
                 raise ValueError(f"no action statistics for robot '{meta['robot']}'")
+            if actions.ndim != 2 or len(actions) != len(latents):
+                raise ValueError(f"actions of shape {actions.shape} for {len(latents)} frames")
             mask = self.cfg.norm_mask if self.cfg.norm_mask and len(self.cfg.norm_mask) == actions.shape[1] else None
             actions = normalize(actions.astype(np.float32), stats, self.cfg.normalization, mask).astype(np.float32)
             if actions.shape[1] > self.cfg.action_dim:
                 raise ValueError(f"robot '{meta['robot']}' has action dim {actions.shape[1]} > {self.cfg.action_dim}")
             actions = np.pad(actions, ((0, 0), (0, self.cfg.action_dim - actions.shape[1])))
-        proprio = self._proprio(sample, latents.shape[0])
-        for win in cut_windows(latents, actions, self.cfg.window, proprio):
-            has = "actions" in win
-            out = {"history": torch.from_numpy(np.ascontiguousarray(win["history"])),
-                   "future": torch.from_numpy(np.ascontiguousarray(win["future"])),
-                   "actions": torch.from_numpy(np.ascontiguousarray(win["actions"])) if has
-                   else torch.zeros(self.cfg.window.action_horizon, self.cfg.action_dim),
-                   "has_actions": torch.tensor(has)}
-            if proprio is not None:
-                out["proprio"] = torch.from_numpy(np.ascontiguousarray(win["proprio"]))
-            yield out
+        return {"latents": latents, "actions": actions, "proprio": self._proprio(sample, len(latents))}
+
+    def _window(self, ep: dict, start: int) -> dict:
+        win = window_at(ep["latents"], ep["actions"], self.cfg.window, start, ep["proprio"])
+        has = "actions" in win
+        out = {"history": torch.from_numpy(win["history"].astype(np.float32)),
+               "future": torch.from_numpy(win["future"].astype(np.float32)),
+               "actions": torch.from_numpy(np.ascontiguousarray(win["actions"])) if has
+               else torch.zeros(self.cfg.window.action_horizon, self.cfg.action_dim),
+               "has_actions": torch.tensor(has)}
+        if "proprio" in win:
+            out["proprio"] = torch.from_numpy(np.ascontiguousarray(win["proprio"]))
+        return out
 
     def _proprio(self, sample: dict, num_frames: int) -> np.ndarray | None:
         """(T, proprio_dim) normalized proprioception; zeros for episodes without any."""
@@ -202,31 +220,58 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         out = normalize(raw.astype(np.float32), stats, self.cfg.normalization).astype(np.float32)
         return np.pad(out, ((0, 0), (0, width - out.shape[1])))
 
-    def __iter__(self) -> Iterator[dict]:
-        info = torch.utils.data.get_worker_info()
-        # zlib, not hash(): str hashes change per process, and the stream must replay exactly
-        rng = random.Random(zlib.crc32(f"{self.cfg.seed}/{self.rank}/{info.id if info else 0}/{self.root}".encode()))
-        buffer: list[dict] = []
+    def _episodes(self) -> Iterator[dict]:
+        """Endless: this consumer's episodes, pass after pass (shard order reshuffled per pass)."""
         epoch = self.epoch
         while True:
+            found = False
             for shard in self._my_shards(epoch):
                 try:
                     for sample in iter_tar_samples(shard):
                         try:
-                            for win in self._episode_windows(sample):
-                                if len(buffer) < self.cfg.shuffle_buffer:
-                                    buffer.append(win)
-                                    continue
-                                i = rng.randrange(len(buffer))
-                                buffer[i], win = win, buffer[i]
-                                yield win
+                            ep = self._episode(sample)
                         except (KeyError, ValueError, IndexError) as err:
                             self.num_corrupt += 1
                             print(f"[data] skipped sample {sample.get('__key__')} in {shard}: {err}", flush=True)
+                            continue
+                        if len(window_starts(len(ep["latents"]), self.cfg.window)):
+                            found = True
+                            yield ep
                 except (OSError, EOFError) as err:  # torn or unreadable tar: skip the rest of it
                     self.num_corrupt += 1
                     print(f"[data] skipped unreadable shard {shard}: {err}", flush=True)
+            if not found:
+                raise ValueError(f"shard set '{self.source.path}': no readable episode of this consumer has "
+                                 f"the {self.cfg.window.span} frames one window spans")
             epoch += 1
+
+    def __iter__(self) -> Iterator[dict]:
+        """Windows drawn from a pool of ``shuffle_episodes`` episodes (each window once per pass,
+        in random order), then through a ``shuffle_buffer`` of windows."""
+        info = torch.utils.data.get_worker_info()
+        # zlib, not hash(): str hashes change per process, and the stream must replay exactly
+        rng = random.Random(zlib.crc32(f"{self.cfg.seed}/{self.rank}/{info.id if info else 0}/{self.root}".encode()))
+        episodes = self._episodes()
+        pool: list[tuple[dict, list[int]]] = []
+        buffer: list[dict] = []
+        while True:
+            while len(pool) < self.cfg.shuffle_episodes:
+                ep = next(episodes)
+                starts = list(window_starts(len(ep["latents"]), self.cfg.window))
+                rng.shuffle(starts)
+                pool.append((ep, starts))
+            i = rng.randrange(len(pool))
+            ep, starts = pool[i]
+            win = self._window(ep, starts.pop())
+            if not starts:  # episode used up: its slot goes to the next one
+                pool[i] = pool[-1]
+                pool.pop()
+            if len(buffer) < self.cfg.shuffle_buffer:
+                buffer.append(win)
+                continue
+            j = rng.randrange(len(buffer))
+            buffer[j], win = win, buffer[j]
+            yield win
 
 
 class MixedStream(torch.utils.data.IterableDataset):

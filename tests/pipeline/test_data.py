@@ -108,6 +108,38 @@ def test_proprio_at_history_frames_normalized_and_zero_without(tmp_path):
                                                              shuffle_buffer=1, num_workers=0))))
 
 
+def test_episode_pool_interleaves_episodes_and_gives_each_window_once_per_pass(tmp_path):
+    make_set(tmp_path / "r", "arm", 4, 20, True, per_shard=1, proprio_dim=1)
+    stats = json.loads((tmp_path / "r" / "stats.json").read_text())["arm"]["proprio"]
+
+    def windows(pool: int, n: int) -> list[tuple[int, int]]:
+        cfg = DataConfig(sources=[SourceConfig(str(tmp_path / "r"))], window=WindowConfig(2, 2, 2, 4),
+                         shuffle_episodes=pool, shuffle_buffer=1, num_workers=0, proprio_dim=1)
+        it = iter(ShardSetStream(cfg.sources[0], cfg))
+        out = []
+        for _ in range(n):
+            win = next(it)
+            lat = float(win["history"][0, 0, 0, 0])  # e + t
+            state = float(unnormalize(win["proprio"][0].numpy(), stats, "mean_std")[0])  # 10 e + t
+            e = round((state - lat) / 9)
+            out.append((e, round(lat) - e))
+        return out
+
+    every = [(e, t) for e in range(4) for t in range(14)]  # 4 episodes x 14 windows
+    one = windows(1, len(every))  # a pool of one: episode after episode, each window once per pass
+    assert sorted(one) == every and one != sorted(one)  # in random order within an episode
+    mixed = windows(4, 2 * len(every))
+    assert len({e for e, _ in mixed[:12]}) >= 3  # episodes interleaved, not one after another
+    assert set(mixed) == set(every) and max(mixed.count(w) for w in every) <= 3
+
+
+def test_episode_shorter_than_a_window_is_a_clear_error(tmp_path):
+    make_set(tmp_path / "short", "arm", 2, 5, True)
+    cfg = DataConfig(sources=[SourceConfig(str(tmp_path / "short"))], window=WindowConfig(2, 2, 2, 4), num_workers=0)
+    with pytest.raises(ValueError, match="has the 7 frames one window spans"):
+        next(iter(ShardSetStream(cfg.sources[0], cfg)))
+
+
 def test_no_starving_with_few_shards(tmp_path):
     make_set(tmp_path / "one", "arm", 1, 20, True, per_shard=1)
     cfg = DataConfig(sources=[SourceConfig(str(tmp_path / "one"))], window=WindowConfig(2, 2, 2, 4),
