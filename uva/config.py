@@ -31,6 +31,8 @@ class UVAConfig:
     mlp_ratio: float = 4.0
     num_buffer_tokens: int = 4  # learned prefix tokens (MAR's class/buffer tokens)
     grad_checkpointing: bool = False  # recompute blocks in backward to save memory
+    action_readout_dim: int = 8  # channels each future token keeps for the action condition
+    # (spatial readout, where things are in the frame survives); 0 = mean over each frame's tokens
     # diffusion heads
     head_width: int = 1024
     head_depth: int = 6
@@ -77,8 +79,8 @@ class UVAConfig:
                 raise ValueError(f"model.{key}={getattr(self, key)} is not a multiple of num_heads={self.num_heads}")
         if not 0.0 < self.mask_ratio_min <= 1.0:
             raise ValueError(f"model.mask_ratio_min={self.mask_ratio_min} must be in (0, 1]")
-        if self.proprio_dim < 0 or self.lang_dim < 0 or self.num_buffer_tokens < 0:
-            raise ValueError("model.proprio_dim, lang_dim and num_buffer_tokens must be >= 0")
+        if min(self.proprio_dim, self.lang_dim, self.num_buffer_tokens, self.action_readout_dim) < 0:
+            raise ValueError("model.proprio_dim, lang_dim, num_buffer_tokens and action_readout_dim must be >= 0")
         if self.proprio_dim and not self.num_buffer_tokens:
             raise ValueError("model.proprio_dim > 0 needs num_buffer_tokens >= 1 (proprioception enters "
                              "through the buffer tokens)")

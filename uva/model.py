@@ -85,24 +85,31 @@ class JointEmbed(nn.Module):
 class Readout(nn.Module):
     """Decoder features -> per-token video condition and per-chunk action condition.
 
-    The action condition reads both the future frames (mean over each frame's tokens) and the
-    prefix tokens (buffer tokens, which carry the proprioception, and language: global tokens
-    that attend to everything), so what the policy needs does not have to survive a spatial mean.
+    The action condition reads the future frames and the prefix tokens (buffer tokens, which
+    carry the proprioception, and language: global tokens that attend to everything). With
+    ``action_readout_dim`` r > 0 every future token keeps r channels and the flattened grid is
+    projected, so where the objects are in the frame reaches the action head (a mean over the
+    frame's tokens would keep only what attention happened to write into every token); r = 0
+    uses that frame mean.
     """
 
     def __init__(self, cfg: UVAConfig, num_prefix: int):
         super().__init__()
         self.cfg, self.num_prefix = cfg, num_prefix
-        d = cfg.decoder_width
+        d, r = cfg.decoder_width, cfg.action_readout_dim
         self.video_pos = nn.Parameter(torch.zeros(1, cfg.num_future * cfg.tokens_per_frame, d))
-        self.action_pool = nn.Linear(cfg.num_future * d, d)
+        self.reduce = nn.Linear(d, r) if r else None
+        self.action_pool = nn.Linear(cfg.num_future * (cfg.tokens_per_frame * r if r else d), d)
         self.prefix_pool = nn.Linear(d, d) if num_prefix else None
         nn.init.normal_(self.video_pos, std=0.02)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         prefix, z = z[:, : self.num_prefix], z[:, self.num_prefix :]  # (B, P, D), (B, L, D)
-        frames = rearrange(z, "b (t n) d -> b t n d", t=self.cfg.num_future).mean(2)  # (B, Tf, D)
-        action = self.action_pool(frames.flatten(1))
+        if self.reduce is not None:
+            pooled = self.reduce(z).flatten(1)  # (B, L * r)
+        else:
+            pooled = rearrange(z, "b (t n) d -> b t n d", t=self.cfg.num_future).mean(2).flatten(1)
+        action = self.action_pool(pooled)
         if self.prefix_pool is not None:
             action = action + self.prefix_pool(prefix.mean(1))
         return z + self.video_pos, action

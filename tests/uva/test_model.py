@@ -113,7 +113,9 @@ def test_tiny_model_overfits_fixed_batch(mode, make_batch):
          "actions": torch.randn(2, c.action_horizon, c.action_dim, generator=g0),
          "has_actions": torch.ones(2, dtype=torch.bool)}
     m = modes(mode, mode)
-    steps = 1500
+    # the action losses sit near first/11 after 1500 steps (the low-noise end of the diffusion loss
+    # is slow to fit); 2500 steps give them a margin: about first/11.5 with seed 0
+    steps = 2500
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(0)
