@@ -12,6 +12,7 @@ run (e.g. the fine-tuning run); with --experiment a new run is made.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -49,6 +50,16 @@ def log_to_mlflow(result: dict, out_dir: Path, tracking_uri: str | None, run_id:
         return run.info.run_id
 
 
+def default_action_steps(policy: str) -> int:
+    """Half the control steps one chunk of a bundle covers (replanning before the chunk runs
+    out, as Diffusion Policy executes 8 of 16); 8 for the built-in policies."""
+    meta = Path(policy) / "policy.json"
+    if policy in ("expert", "random") or not meta.is_file():
+        return 8
+    w = json.loads(meta.read_text())["window"]
+    return max(1, int(w["num_future"]) * int(w["frame_stride"]) // 2)
+
+
 def run(argv: list[str] | None = None) -> dict:
     """Parse, evaluate, report; returns the result dict."""
     from pipeline.pusht.runner import TEST_SEEDS, evaluate, parse_seeds, write_report
@@ -60,14 +71,22 @@ def run(argv: list[str] | None = None) -> dict:
                    help="half-open range A:B or a comma list (default: the 50 protocol test seeds)")
     p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
     p.add_argument("--max-steps", type=int, default=300)
-    p.add_argument("--action-steps", type=int, default=8, help="actions executed per policy call")
+    p.add_argument("--action-steps", type=int, default=None,
+                   help="actions executed per policy call (default: half of a bundle's chunk, a receding "
+                        "horizon; 8 for expert and random)")
     p.add_argument("--output", default=None, help="results folder (default runs/eval/<policy name>)")
     p.add_argument("--no-videos", action="store_true", help="do not save rollout videos")
     p.add_argument("--device", default="cpu", help="torch device for bundle policies")
+    p.add_argument("--sampling-steps", type=int, default=None,
+                   help="reverse diffusion steps of a bundle policy (default: the bundle's)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="noise scale of each reverse step of a bundle policy (default: the bundle's, 1)")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--run-id", default=None, help="add the results to this MLflow run")
     p.add_argument("--experiment", default=None, help="MLflow experiment for a new run (with --tracking-uri)")
     args = p.parse_args(argv)
+    if args.action_steps is None:
+        args.action_steps = default_action_steps(args.policy)
     if args.max_steps < 1 or args.action_steps < 1 or args.workers < 1:
         p.error("--max-steps, --action-steps and --workers must be >= 1")
     seeds = parse_seeds(args.seeds)
@@ -75,7 +94,8 @@ def run(argv: list[str] | None = None) -> dict:
     out = Path(args.output or f"runs/eval/{name}")
     result = evaluate(args.policy, seeds, workers=min(args.workers, len(seeds)), max_steps=args.max_steps,
                       action_steps=args.action_steps, video_dir=None if args.no_videos else out / "videos",
-                      policy_kwargs={"device": args.device})
+                      policy_kwargs={"device": args.device, "sampling_steps": args.sampling_steps,
+                                     "temperature": args.temperature})
     path = write_report(result, out)
     print(f"[eval] {args.env} policy {args.policy}: score {result['score']:.4f}, success rate "
           f"{result['success_rate']:.3f} over {result['num_episodes']} seeds, mean steps {result['mean_steps']:.1f} "

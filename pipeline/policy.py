@@ -29,7 +29,8 @@ from pipeline.export import BUNDLE_FORMAT
 class UVAPolicy:
     needs_state = False
 
-    def __init__(self, bundle: str | Path, device: str = "cpu", sampling_steps: int | None = None):
+    def __init__(self, bundle: str | Path, device: str = "cpu", sampling_steps: int | None = None,
+                 temperature: float | None = None):
         from safetensors.torch import load_file
 
         from pipeline.config import from_dict
@@ -62,6 +63,11 @@ class UVAPolicy:
         self.action_step = int(w["num_future"]) * self.frame_stride // int(w["action_horizon"])
         self.image_size = int(meta["image_size"])
         self.sampling_steps = int(sampling_steps or meta["sampling_steps"])
+        # scale of the noise added at each reverse step after the initial draw (1 = the learned distribution)
+        self.temperature = float(meta.get("temperature", 1.0) if temperature is None else temperature)
+        if self.sampling_steps < 1 or self.temperature < 0:
+            raise ValueError(f"policy bundle {self.root}: sampling_steps must be >= 1 and temperature >= 0, "
+                             f"got {self.sampling_steps} and {self.temperature}")
         self.stats, self.normalization = meta["stats"], meta["normalization"]
         self.norm_mask = meta["norm_mask"]
         self.proprio_dim = int(self.config.proprio_dim)
@@ -108,7 +114,8 @@ class UVAPolicy:
         -> (action_horizon, action_dim) model-unit actions."""
         g = generator if generator is not None else self.generator
         out = self.model.predict_action(history.to(self.device), num_steps=self.sampling_steps, generator=g,
-                                        proprio=None if proprio is None else proprio.to(self.device))
+                                        proprio=None if proprio is None else proprio.to(self.device),
+                                        temperature=self.temperature)
         return out[0].float().cpu().numpy()
 
     def normalize_proprio(self, proprio: np.ndarray) -> torch.Tensor:
@@ -145,5 +152,6 @@ class UVAPolicy:
         return np.repeat(actions, self.action_step, axis=0)  # one row per control step
 
 
-def load_policy(bundle: str | Path, device: str = "cpu", sampling_steps: int | None = None) -> UVAPolicy:
-    return UVAPolicy(bundle, device=device, sampling_steps=sampling_steps)
+def load_policy(bundle: str | Path, device: str = "cpu", sampling_steps: int | None = None,
+                temperature: float | None = None) -> UVAPolicy:
+    return UVAPolicy(bundle, device=device, sampling_steps=sampling_steps, temperature=temperature)

@@ -148,7 +148,8 @@ def make_policy(spec: str, **kwargs):
         raise FileNotFoundError(f"policy {spec!r}: not 'expert' or 'random', and no bundle at {path}")
     from pipeline.policy import load_policy
 
-    return load_policy(path, device=kwargs.get("device", "cpu"))
+    return load_policy(path, device=kwargs.get("device", "cpu"), sampling_steps=kwargs.get("sampling_steps"),
+                       temperature=kwargs.get("temperature"))
 
 
 _WORKER: dict = {}

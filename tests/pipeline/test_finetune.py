@@ -131,6 +131,14 @@ def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, 
     want = model.predict_action(hist, num_steps=16, proprio=state, generator=torch.Generator().manual_seed(7))
     got = policy.predict_normalized(hist, torch.Generator().manual_seed(7), state)
     np.testing.assert_array_equal(got, want[0].numpy())
+    # a sampling temperature reaches the model (0: no noise after the initial draw)
+    cold = load_policy(bundle, temperature=0.0)
+    want = model.predict_action(hist, num_steps=16, proprio=state, generator=torch.Generator().manual_seed(7),
+                                temperature=0.0)
+    np.testing.assert_array_equal(cold.predict_normalized(hist, torch.Generator().manual_seed(7), state), want[0].numpy())
+    assert not np.allclose(want[0].numpy(), got)
+    with pytest.raises(ValueError, match="temperature >= 0"):
+        load_policy(bundle, temperature=-1.0)
     frames = np.random.default_rng(0).integers(0, 255, size=(2, 8, 8, 3), dtype=np.uint8)
     robot_state = np.arange(16, dtype=np.float32).reshape(2, 8)
     with pytest.raises(ValueError, match="this policy takes proprioception"):
@@ -164,6 +172,12 @@ def test_finetune_pusht_and_closed_loop_in_the_runner(world, tmp_path):
     assert "new for this robot: embed.proprio\n" in proc.stdout
     res = evaluate(str(run / "export"), [100000], workers=1, max_steps=12, log=None)
     assert res["num_episodes"] == 1 and res["episodes"][0]["steps"] == 12
+    # uva-eval replans halfway through a bundle's chunk by default
+    from pipeline.eval_policy import default_action_steps
+
+    w = json.loads((run / "export" / "policy.json").read_text())["window"]
+    assert default_action_steps(str(run / "export")) == w["num_future"] * w["frame_stride"] // 2
+    assert default_action_steps("expert") == 8
     # and through the exported bundle's own folder as a pretrained checkpoint (fine-tune again)
     proc = finetune(["--robot", "pusht", "--pretrained", str(run / "export"), "--data", str(world["root"] / "pusht"),
                      *recipe(tmp_path / "ft2", "[{name: full, steps: 1, lr: 1.0e-3}]")])
