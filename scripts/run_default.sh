@@ -13,7 +13,7 @@ PY=.venv/bin/python
 OUT=${OUT:-runs/default}
 PUSHT_EPISODES=${PUSHT_EPISODES:-100}
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-600}
-read -r FT_HEADS FT_ALL <<< "${FT_STEPS:-300 1500}"
+read -r FT_HEADS FT_ALL <<< "${FT_STEPS:-300 4000}"
 EVAL_SEEDS=${EVAL_SEEDS:-100000:100050}
 WORKERS=${WORKERS:-$(nproc)}
 mkdir -p "$OUT"
@@ -35,6 +35,6 @@ $PY -m pipeline.train --config configs/pretrain/default.yaml \
 echo "[default] checkpoints in $OUT/pretrain/checkpoints; MLflow: .venv/bin/mlflow ui --backend-store-uri sqlite:///$OUT/pretrain/mlflow.db"
 $PY -m pipeline.finetune --robot pusht --pretrained "$OUT/pretrain/checkpoints" --data "$OUT/latents/pusht" \
     --config configs/finetune/pusht_default.yaml --run-dir "$OUT/finetune" \
-    --set "stages=[{name: heads, steps: $FT_HEADS, lr: 1.0e-3, warmup_steps: 30, freeze: [backbone]}, {name: all, steps: $FT_ALL, lr: 3.0e-4, warmup_steps: 50}]"
+    --set "stages=[{name: heads, steps: $FT_HEADS, lr: 1.0e-3, warmup_steps: 30, freeze: [backbone]}, {name: all, steps: $FT_ALL, lr: 5.0e-4, warmup_steps: 50}]"
 $PY -m pipeline.eval_policy --env pusht --policy "$OUT/finetune/export" --seeds "$EVAL_SEEDS" --workers "$WORKERS" \
     --output "$OUT/eval_pusht" --tracking-uri "sqlite:///$PWD/$OUT/finetune/mlflow.db" --experiment pusht-eval
