@@ -29,39 +29,32 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.data import WindowConfig, cut_windows  # noqa: E402
 from pipeline.robots import normalize_actions  # noqa: E402
 from preprocessing.shards import iter_tar_samples  # noqa: E402
 from uva import UVA, model_config  # noqa: E402
 from uva.modes import MODE_INDEX, mode_weights_tensor  # noqa: E402
 
 
-def load_windows(root: Path, robot: str, mode: str, th: int, tf: int, stride: int, horizon: int, val: int):
+def load_windows(root: Path, robot: str, mode: str, w: WindowConfig, val: int):
+    """(history, future, actions, proprio) windows of the set's episodes, normalized as the
+    loader does; the last ``val`` episodes held out."""
     stats = json.loads((root / "stats.json").read_text())[robot]
     episodes = []
     for tar in sorted(root.glob("*.tar")):
         for s in iter_tar_samples(tar):
-            lat = s["latents.main.npy"].astype(np.float32)
             act = normalize_actions(s["actions.npy"], stats, mode).astype(np.float32)
             pro = (normalize_actions(s["proprio.npy"], stats["proprio"], mode).astype(np.float32)
                    if "proprio.npy" in s and "proprio" in stats else None)
-            episodes.append((lat, act, pro))
+            episodes.append((s["latents.main.npy"].astype(np.float32), act, pro))
     if len(episodes) <= val:
         raise ValueError(f"{root}: {len(episodes)} episodes, need more than --val-episodes={val}")
 
     def cut(eps):
-        out = []
-        for lat, act, pro in eps:
-            span = (th + tf - 1) * stride + 1
-            for s0 in range(len(lat) - span + 1):
-                fr = s0 + stride * np.arange(th + tf)
-                last = fr[th - 1]
-                if last + horizon > len(act):
-                    continue
-                out.append((lat[fr[:th]], lat[fr[th:]], act[last + np.arange(horizon)],
-                            None if pro is None else pro[fr[:th]]))
-        return out
+        return [(x["history"], x["future"], x["actions"], x.get("proprio"))
+                for lat, act, pro in eps for x in cut_windows(lat, act, w, pro)]
 
-    return cut(episodes[:-val]), cut(episodes[-val:]), stats
+    return cut(episodes[:-val]), cut(episodes[-val:])
 
 
 def stack(windows, idx):
@@ -86,8 +79,9 @@ def main() -> None:
     p.add_argument("--template", default=None, help="an exported bundle to take robot, statistics and VAE from")
     args = p.parse_args()
     th, tf, stride, horizon = (int(x) for x in args.window.split(","))
-    train, val, _ = load_windows(Path(args.data), args.robot, args.normalization, th, tf, stride, horizon,
-                                 args.val_episodes)
+    window = WindowConfig(num_history=th, num_future=tf, frame_stride=stride, action_horizon=horizon)
+    window.validate()
+    train, val = load_windows(Path(args.data), args.robot, args.normalization, window, args.val_episodes)
     has_proprio = train[0][3] is not None
     print(f"# {time.strftime('%Y-%m-%d')} {platform.node()} cpus={os.cpu_count()} torch={torch.__version__} "
           f"{args.data}: {len(train)} train / {len(val)} held-out windows, proprio={has_proprio}", flush=True)
