@@ -5,8 +5,8 @@ the set's episodes, the last ``--val-episodes`` held out) once per ``--readout-d
 prints, every ``--eval-every`` steps: the held-out sampled-chunk MSE (normalized units), the same
 with the history frames shuffled across the batch (proprioception kept: an action condition that
 ignores the image scores the same on both), the batch-mean baseline, and the first action's MSE.
-``--export DIR --template BUNDLE`` writes each trained model as a policy bundle (the template's
-robot, statistics and VAE) for ``uva-eval``.
+``--export DIR`` writes each trained model as a policy bundle (``pipeline.export.export_bundle``:
+the robot from the registry, the set's statistics, the VAE the set was encoded with) for ``uva-eval``.
 
     python benchmarks/bench_action_readout.py --data runs/default/latents/pusht --readout-dims 0,8 --steps 4000
 """
@@ -17,7 +17,7 @@ import argparse
 import json
 import os
 import platform
-import shutil
+import tempfile
 import sys
 import time
 from dataclasses import asdict
@@ -30,20 +30,21 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.data import WindowConfig, cut_windows  # noqa: E402
-from pipeline.robots import normalize_actions  # noqa: E402
+from pipeline.export import export_bundle  # noqa: E402
+from pipeline.robots import RobotConfig, load_robot, normalize_actions  # noqa: E402
 from preprocessing.shards import iter_tar_samples  # noqa: E402
 from uva import UVA, model_config  # noqa: E402
 from uva.modes import MODE_INDEX, mode_weights_tensor  # noqa: E402
 
 
-def load_windows(root: Path, robot: str, mode: str, w: WindowConfig, val: int):
+def load_windows(root: Path, robot: RobotConfig, stats: dict, w: WindowConfig, val: int):
     """(history, future, actions, proprio) windows of the set's episodes, normalized as the
     loader does; the last ``val`` episodes held out."""
-    stats = json.loads((root / "stats.json").read_text())[robot]
+    mode, mask = robot.normalization, robot.norm_mask()
     episodes = []
     for tar in sorted(root.glob("*.tar")):
         for s in iter_tar_samples(tar):
-            act = normalize_actions(s["actions.npy"], stats, mode).astype(np.float32)
+            act = normalize_actions(s["actions.npy"], stats, mode, mask).astype(np.float32)
             pro = (normalize_actions(s["proprio.npy"], stats["proprio"], mode).astype(np.float32)
                    if "proprio.npy" in s and "proprio" in stats else None)
             episodes.append((s["latents.main.npy"].astype(np.float32), act, pro))
@@ -65,8 +66,7 @@ def stack(windows, idx):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="runs/default/latents/pusht")
-    p.add_argument("--robot", default="pusht")
-    p.add_argument("--normalization", default="q01_q99")
+    p.add_argument("--robot", default="pusht", help="robot of the set (configs/robots): normalization and bundle")
     p.add_argument("--config", default="configs/pretrain/default.yaml", help="model size and overrides")
     p.add_argument("--readout-dims", default="0,8", help="comma list of model.action_readout_dim values")
     p.add_argument("--steps", type=int, default=4000)
@@ -76,12 +76,14 @@ def main() -> None:
     p.add_argument("--val-episodes", type=int, default=8)
     p.add_argument("--window", default="2,2,4,8", help="history,future,frame_stride,action_horizon")
     p.add_argument("--export", default=None, help="write a bundle per readout under this folder")
-    p.add_argument("--template", default=None, help="an exported bundle to take robot, statistics and VAE from")
+    p.add_argument("--vae", default=None, help="VAE the set was encoded with (default: the one its index names)")
     args = p.parse_args()
     th, tf, stride, horizon = (int(x) for x in args.window.split(","))
     window = WindowConfig(num_history=th, num_future=tf, frame_stride=stride, action_horizon=horizon)
     window.validate()
-    train, val = load_windows(Path(args.data), args.robot, args.normalization, window, args.val_episodes)
+    robot = load_robot(args.robot)
+    stats = json.loads((Path(args.data) / "stats.json").read_text())[robot.name]
+    train, val = load_windows(Path(args.data), robot, stats, window, args.val_episodes)
     has_proprio = train[0][3] is not None
     print(f"# {time.strftime('%Y-%m-%d')} {platform.node()} cpus={os.cpu_count()} torch={torch.__version__} "
           f"{args.data}: {len(train)} train / {len(val)} held-out windows, proprio={has_proprio}", flush=True)
@@ -126,24 +128,22 @@ def main() -> None:
                   f"first action {((pred[:, 0] - vb[2][:, 0]) ** 2).mean().item():.3f} "
                   f"({time.time() - t0:.0f} s)", flush=True)
         if args.export:
-            write_bundle(model, Path(args.export) / f"readout{dim}", args.template, (th, tf, stride, horizon))
+            write_bundle(model, Path(args.export) / f"readout{dim}", Path(args.data), args.vae, robot, stats, window)
 
 
-def write_bundle(model: UVA, out: Path, template: str | None, window: tuple[int, int, int, int]) -> None:
+def write_bundle(model: UVA, out: Path, data: Path, vae: str | None, robot: RobotConfig, stats: dict,
+                 window: WindowConfig) -> None:
     from safetensors.torch import save_file
 
-    if not template:
-        raise SystemExit("--export needs --template (a bundle written by uva-finetune for the same robot and VAE)")
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(template, out)
-    meta = json.loads((out / "policy.json").read_text())
-    meta["model_config"] = asdict(model.cfg)
-    meta["window"] = dict(zip(("num_history", "num_future", "frame_stride", "action_horizon"), window))
-    meta["source"] = {"benchmark": "bench_action_readout.py"}
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    (out / "policy.json").write_text(json.dumps(meta, indent=1))
+    index = json.loads((data / "index.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+        export_bundle(out, weights, asdict(model.cfg), robot, stats,
+                      {k: getattr(window, k) for k in ("num_history", "num_future", "frame_stride", "action_horizon")},
+                      vae or index["config"]["vae"], index["vae"], source={"benchmark": "bench_action_readout.py"},
+                      proprio_stats=stats.get("proprio"))
     print(f"bundle -> {out}", flush=True)
-
 
 if __name__ == "__main__":
     main()
