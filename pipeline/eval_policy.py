@@ -56,8 +56,10 @@ def default_action_steps(policy: str) -> int:
     meta = Path(policy) / "policy.json"
     if policy in ("expert", "random") or not meta.is_file():
         return 8
+    from pipeline.policy import control_steps_per_action
+
     w = json.loads(meta.read_text())["window"]
-    return max(1, int(w["num_future"]) * int(w["frame_stride"]) // 2)
+    return max(1, int(w["action_horizon"]) * control_steps_per_action(w) // 2)
 
 
 def run(argv: list[str] | None = None) -> dict:

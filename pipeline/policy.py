@@ -26,6 +26,12 @@ import torch
 from pipeline.export import BUNDLE_FORMAT
 
 
+def control_steps_per_action(window: dict) -> int:
+    """Control steps each predicted action covers: the chunk spreads ``action_horizon`` actions
+    over the ``num_future`` frames, ``frame_stride`` control steps apart."""
+    return int(window["num_future"]) * int(window["frame_stride"]) // int(window["action_horizon"])
+
+
 class UVAPolicy:
     needs_state = False
 
@@ -60,7 +66,7 @@ class UVAPolicy:
                              f"training VAE {meta['vae']['identity']}")
         w = meta["window"]
         self.num_history, self.frame_stride = int(w["num_history"]), int(w["frame_stride"])
-        self.action_step = int(w["num_future"]) * self.frame_stride // int(w["action_horizon"])
+        self.action_step = control_steps_per_action(w)
         self.image_size = int(meta["image_size"])
         self.sampling_steps = int(sampling_steps or meta["sampling_steps"])
         # scale of the noise added at each reverse step after the initial draw (1 = the learned distribution)
