@@ -17,8 +17,8 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.data import WindowConfig, cut_windows  # noqa: E402
 from pipeline.export import export_bundle  # noqa: E402
 from pipeline.robots import RobotConfig, load_robot, normalize_actions  # noqa: E402
-from preprocessing.shards import iter_tar_samples  # noqa: E402
 from uva import UVA, model_config  # noqa: E402
 from uva.modes import MODE_INDEX, mode_weights_tensor  # noqa: E402
+from uva_io.shardset import iter_tar_samples  # noqa: E402
 
 
 def load_windows(root: Path, robot: RobotConfig, stats: dict, w: WindowConfig, val: int):

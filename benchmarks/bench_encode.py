@@ -18,15 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from pipeline.config import load_config  # noqa: E402
-from preprocessing.decode import read_clip  # noqa: E402
 from preprocessing.encode import EncodeConfig, FrameEncoder  # noqa: E402
 from preprocessing.sources import read_manifest  # noqa: E402
+from uva_io.config import load_config  # noqa: E402
+from uva_io.video import read_clip  # noqa: E402
 
 
 def main() -> None:

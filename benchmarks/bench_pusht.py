@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.pusht.runner import TEST_SEEDS, evaluate  # noqa: E402
 from preprocessing import make_pusht_demos  # noqa: E402
+from uva_sim.pusht.runner import TEST_SEEDS, evaluate  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
               f"mean steps {r['mean_steps']:.1f}, wall {r['seconds']:.1f} s, failed seeds {fails}")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
-        s = make_pusht_demos.main(["--output", tmp, "--num-episodes", str(args.demos), "--workers", str(args.workers)])
+        s = make_pusht_demos.run(["--output", tmp, "--num-episodes", str(args.demos), "--workers", str(args.workers)])
         wall = time.time() - t0
     print(f"demos: kept {s['kept']} of {s['attempted']} (dropped {s['dropped']}) in {wall:.1f} s -> "
           f"{s['kept'] / wall * 60:.1f} demos/min with {args.workers} workers")

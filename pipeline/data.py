@@ -16,7 +16,6 @@ worker starves (and no rank hangs waiting for another).
 
 from __future__ import annotations
 
-import json
 import random
 import zlib
 from dataclasses import dataclass, field
@@ -26,9 +25,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from pipeline.robots import normalize_actions as normalize  # noqa: F401 (re-exported)
-from pipeline.robots import unnormalize_actions as unnormalize  # noqa: F401
-from preprocessing.shards import iter_tar_samples, load_index
+from pipeline.robots import normalize_actions
+from uva_io.shardset import iter_tar_samples, load_index, read_stats
 
 
 @dataclass
@@ -121,12 +119,6 @@ def cut_windows(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig
         yield window_at(latents, actions, w, start, proprio)
 
 
-def read_stats(root: str | Path) -> dict:
-    """Per-robot action statistics of one shard set (empty for action-free sets)."""
-    path = Path(root) / "stats.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def merged_stats(sources: list[SourceConfig]) -> dict:
     """Statistics per robot over the given sets; a robot keeps those of the first set it is in."""
     stats: dict = {}
@@ -153,11 +145,7 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         if not self.shards:
             raise ValueError(f"shard set '{source.path}' has no episodes")
         self.stats = stats if stats is not None else read_stats(self.root)
-        self.epoch = 0
         self.num_corrupt = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def _my_shards(self, epoch: int) -> list[str]:
         info = torch.utils.data.get_worker_info()
@@ -184,7 +172,7 @@ class ShardSetStream(torch.utils.data.IterableDataset):
             if actions.ndim != 2 or len(actions) != len(latents):
                 raise ValueError(f"actions of shape {actions.shape} for {len(latents)} frames")
             mask = self.cfg.norm_mask if self.cfg.norm_mask and len(self.cfg.norm_mask) == actions.shape[1] else None
-            actions = normalize(actions.astype(np.float32), stats, self.cfg.normalization, mask).astype(np.float32)
+            actions = normalize_actions(actions.astype(np.float32), stats, self.cfg.normalization, mask).astype(np.float32)
             if actions.shape[1] > self.cfg.action_dim:
                 raise ValueError(f"robot '{meta['robot']}' has action dim {actions.shape[1]} > {self.cfg.action_dim}")
             actions = np.pad(actions, ((0, 0), (0, self.cfg.action_dim - actions.shape[1])))
@@ -217,12 +205,12 @@ class ShardSetStream(torch.utils.data.IterableDataset):
                              f"to rewrite stats.json)")
         if raw.ndim != 2 or raw.shape[0] != num_frames or raw.shape[1] > width:
             raise ValueError(f"proprio of shape {raw.shape} does not fit {num_frames} frames x at most {width}")
-        out = normalize(raw.astype(np.float32), stats, self.cfg.normalization).astype(np.float32)
+        out = normalize_actions(raw.astype(np.float32), stats, self.cfg.normalization).astype(np.float32)
         return np.pad(out, ((0, 0), (0, width - out.shape[1])))
 
     def _episodes(self) -> Iterator[dict]:
         """Endless: this consumer's episodes, pass after pass (shard order reshuffled per pass)."""
-        epoch = self.epoch
+        epoch = 0
         while True:
             found = False
             for shard in self._my_shards(epoch):
@@ -299,6 +287,15 @@ class MixedStream(torch.utils.data.IterableDataset):
         iters = [iter(s) for s in self.streams]
         while True:
             yield next(iters[rng.choice(len(iters), p=self.probs)])
+
+
+def batch_to_device(batch: dict, device, bf16: bool) -> dict:
+    """A loader batch on ``device``; floating tensors in bf16 when ``bf16``."""
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device, non_blocking=True)
+        out[k] = v.to(torch.bfloat16) if bf16 and v.is_floating_point() else v
+    return out
 
 
 def make_loader(cfg: DataConfig, batch_size: int, rank: int = 0, world_size: int = 1,

@@ -22,6 +22,14 @@ from pathlib import Path
 BUNDLE_FORMAT = "uva-policy/1"
 
 
+def bundle_weights(path: str | Path) -> tuple[Path, dict] | None:
+    """(weights file, architecture) when ``path`` is a bundle folder, else None."""
+    meta = Path(path) / "policy.json"
+    if not meta.is_file():
+        return None
+    return Path(path) / "model.safetensors", json.loads(meta.read_text())["model_config"]
+
+
 def _stat_fields(stats: dict) -> dict:
     return {k: stats[k] for k in ("mean", "std", "q01", "q99", "min", "max", "count", "dim") if k in stats}
 
@@ -31,8 +39,8 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
                   camera: str = "main", source: dict | None = None, proprio_stats: dict | None = None) -> Path:
     """Write the bundle; ``robot`` is a RobotConfig, ``stats`` its entry of the shards' stats.json,
     ``proprio_stats`` its proprioception statistics when the model takes proprioception."""
-    from pipeline.vae_store import load_vae, save_vae
     from uva.vae import vae_identity as identity_of
+    from uva_io.vae_bundle import load_vae, save_vae
 
     if model_config.get("proprio_dim") and not proprio_stats:
         raise ValueError("export: the model takes proprioception, but no proprioception statistics were given")

@@ -22,14 +22,14 @@ Steps (every rank runs them; the same entry point works under torchrun, srun and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipeline.data import SourceConfig, read_stats
+from pipeline.data import SourceConfig
 from pipeline.train_config import ModelSection, TrainConfig
+from uva_io.shardset import read_stats
 
 
 @dataclass
@@ -66,49 +66,20 @@ class FinetuneConfig:
             raise ValueError(f"stages: names must be unique, got {names}")
 
 
-ARCH_FIELDS = ("width", "decoder_width", "encoder_depth", "decoder_depth", "num_heads", "head_width", "head_depth")
-
-
-def size_name(arch: dict) -> str:
-    """The registered size an architecture matches (backbone and heads), or 'custom'."""
-    from dataclasses import asdict
-
-    from uva.config import MODEL_SIZES
-
-    for name, cfg in MODEL_SIZES.items():
-        ref = asdict(cfg)
-        if all(arch.get(k) == ref[k] for k in ARCH_FIELDS):
-            return name
-    return "custom"
-
-
 def resolve_pretrained(path: str | Path) -> tuple[Path, dict | None]:
-    """(weights to load, architecture dict or None) for a checkpoint, bundle or .safetensors."""
-    from pipeline.train import Checkpoints
+    """(weights file, architecture or None) of a checkpoints folder, step folder, bundle or .safetensors."""
+    from pipeline.components.checkpoint import resolve_weights
+    from pipeline.export import bundle_weights
 
-    p = Path(path)
-    if (p / "policy.json").is_file():  # an exported bundle
-        return p / "model.safetensors", json.loads((p / "policy.json").read_text())["model_config"]
-    if p.is_dir():
-        step = p
-        if not (p / "COMPLETE").is_file():
-            done = Checkpoints(p, 1).complete()
-            if not done:
-                raise FileNotFoundError(f"--pretrained {p}: no complete step_N checkpoint, bundle or weights in it")
-            step = p / f"step_{done[-1]}"
-        arch = step / "model_config.json"
-        return step, json.loads(arch.read_text()) if arch.is_file() else None
-    if p.is_file() and p.suffix == ".safetensors":
-        arch = p.with_name("model_config.json")
-        return p, json.loads(arch.read_text()) if arch.is_file() else None
-    raise FileNotFoundError(f"--pretrained {p}: not a checkpoint folder, a policy bundle or a .safetensors file")
+    return bundle_weights(path) or resolve_weights(path, "ema", "--pretrained")
 
 
 def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
          eval_data: list[str] | None = None) -> tuple[list[TrainConfig], dict]:
     """The training config of every stage, after checking robot, shards and checkpoint."""
+    from pipeline.adapt import model_overrides, size_name
     from pipeline.robots import check_proprio, check_stats, load_robot
-    from preprocessing.shards import load_index
+    from uva_io.shardset import load_index
 
     robot = load_robot(robot_name)
     if not data:
@@ -135,9 +106,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
                              f"{arch['encoder_depth']}+{arch['decoder_depth']}), but this recipe is for {cfg.model_size}")
         # the pretrained model fixes the frame layout; the action layout comes from the robot/recipe
         window = replace(window, num_history=arch["num_history"], num_future=arch["num_future"])
-        keep = {k: v for k, v in arch.items()
-                if k not in ("num_history", "num_future", "action_horizon", "action_dim", "proprio_dim")}
-        model = ModelSection(size=found if found != "custom" else "uva-tiny", overrides=keep)
+        model = ModelSection(size=found if found != "custom" else "uva-tiny", overrides=model_overrides(arch))
     else:
         model = base.model
     window.validate()
@@ -157,8 +126,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
             total_steps=st.steps, freeze=list(st.freeze), run_dir=str(root / f"stage{i}_{st.name}"),
             tracking_uri=tracking, experiment=base.experiment if base.experiment != "uva-pretrain"
             else f"uva-finetune-{robot.name}",
-            init_from=str(weights) if prev is None else str(prev), init_adapt=prev is None,
-            init_weights=base.init_weights)
+            init_from=str(weights) if prev is None else str(prev), init_weights=base.init_weights)
         tc.validate()
         stages.append(tc)
         prev = Path(tc.run_dir) / "checkpoints"
@@ -168,15 +136,19 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
 
 def run(argv: list[str] | None = None) -> dict:
     """Parse, fine-tune every stage, export; returns {'preempted', 'stages', 'export'}."""
-    from pipeline.config import load_config
-    from pipeline.train import Checkpoints, dist_env, train
+    from pipeline.adapt import load_adapted
+    from pipeline.components.checkpoint import RunCheckpoints, load_weights
+    from pipeline.components.distributed import dist_env, leave_process_group
+    from pipeline.train import train
+    from uva_io.config import load_config
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="uva-finetune", description=__doc__.split("\n\n")[0])
     p.add_argument("--robot", required=True, help="a name in configs/robots/ or a robot YAML path")
     p.add_argument("--pretrained", required=True, help="checkpoints folder, step_N folder, bundle or .safetensors")
     p.add_argument("--data", nargs="+", required=True, help="latent shard sets of the target robot")
     p.add_argument("--eval-data", nargs="*", default=None, help="held-out shard sets for in-training evaluation")
-    p.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs/finetune/default.yaml"))
+    p.add_argument("--config", default="configs/finetune/default.yaml",
+                   help="fine-tune recipe (a path, or one under configs/: finetune/full.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--run-dir", default=None)
     p.add_argument("--vae", default=None, help="VAE bundle for the export (default: the one the shards name)")
@@ -193,19 +165,20 @@ def run(argv: list[str] | None = None) -> dict:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    rank = dist_env()[0]
+    rank = dist_env().rank
     results = []
-    for st, tc in zip(cfg.stages, stages):
-        done = Checkpoints(Path(tc.run_dir) / "checkpoints", 1).complete()
-        if done and done[-1] >= tc.total_steps:
+    for i, (st, tc) in enumerate(zip(cfg.stages, stages)):
+        done = RunCheckpoints(Path(tc.run_dir) / "checkpoints").latest_step()
+        if done is not None and done >= tc.total_steps:
             if rank == 0:
-                print(f"[finetune] stage '{st.name}' already complete (step {done[-1]})", flush=True)
+                print(f"[finetune] stage '{st.name}' already complete (step {done})", flush=True)
             continue
         if rank == 0:
             print(f"[finetune] stage '{st.name}': {st.steps} steps at lr {st.lr:g}"
                   + (f", frozen {st.freeze}" if st.freeze else ""), flush=True)
         try:
-            res = train(tc)
+            # the first stage adapts the pretrained weights to the robot; later ones continue exactly
+            res = train(tc, load=load_adapted if i == 0 else load_weights)
         except (ValueError, FileNotFoundError) as err:  # e.g. weights of another size or layout
             print(f"error: stage '{st.name}': {err}", file=sys.stderr)
             sys.exit(2)
@@ -217,25 +190,23 @@ def run(argv: list[str] | None = None) -> dict:
     if rank == 0:
         export = do_export(cfg, stages[-1], info, args.vae)
         print(f"[finetune] exported policy bundle -> {export}", flush=True)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    leave_process_group()
     return {"preempted": False, "stages": results, "export": str(export)}
 
 
 def do_export(cfg: FinetuneConfig, last: TrainConfig, info: dict, vae: str | None) -> Path:
+    from pipeline.components.checkpoint import export_weights
     from pipeline.export import export_bundle
-    from pipeline.train import Checkpoints
-    from preprocessing.shards import load_index
+    from uva_io.assets import find_artifact
+    from uva_io.shardset import load_index
 
-    ck = Checkpoints(Path(last.run_dir) / "checkpoints", 1)
-    step_dir = ck.root / f"step_{ck.complete()[-1]}"
-    weights = step_dir / ("ema.safetensors" if (step_dir / "ema.safetensors").is_file() else "model.safetensors")
-    arch = json.loads((step_dir / "model_config.json").read_text())
+    step_dir, weights, arch = export_weights(Path(last.run_dir) / "checkpoints")
     index = load_index(last.data.sources[0].path)
-    vae_path = vae or index.get("config", {}).get("vae")
-    if not vae_path or not Path(vae_path).exists():
-        raise FileNotFoundError(f"export: the VAE of the shards ({vae_path!r}) is not here; pass --vae")
+    named = vae or index.get("config", {}).get("vae")
+    try:  # the shipped default VAE's relative path resolves from any working directory
+        vae_path = find_artifact(named)
+    except (ValueError, TypeError):
+        raise FileNotFoundError(f"export: the VAE of the shards ({named!r}) is not here; pass --vae") from None
     w = last.data.window
     window = {"num_history": w.num_history, "num_future": w.num_future, "frame_stride": w.frame_stride,
               "action_horizon": w.action_horizon}
@@ -247,7 +218,7 @@ def do_export(cfg: FinetuneConfig, last: TrainConfig, info: dict, vae: str | Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.train import PREEMPTED_EXIT
+    from pipeline.components.distributed import PREEMPTED_EXIT
 
     sys.exit(PREEMPTED_EXIT if run(argv)["preempted"] else 0)
 

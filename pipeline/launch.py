@@ -37,11 +37,7 @@ class TrainJob:
 
         run = importlib.import_module(self.module).run
 
-        env = submitit.JobEnvironment()
-        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
-        os.environ.setdefault("MASTER_PORT", str(29500 + int(env.job_id.split("_")[0]) % 1000))
-        os.environ.update({"RANK": str(env.global_rank), "WORLD_SIZE": str(env.num_tasks),
-                           "LOCAL_RANK": str(env.local_rank)})
+        env = submitit.JobEnvironment()  # rank and rendezvous: pipeline.components.distributed
         result = run(self.argv)
         if result["preempted"] and env.global_rank == 0:
             sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))

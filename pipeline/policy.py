@@ -39,11 +39,11 @@ class UVAPolicy:
                  temperature: float | None = None):
         from safetensors.torch import load_file
 
-        from pipeline.config import from_dict
         from pipeline.robots import RobotConfig
-        from pipeline.vae_store import load_vae
         from uva import UVA
         from uva.config import UVAConfig
+        from uva_io.config import from_dict
+        from uva_io.vae_bundle import load_vae
 
         self.root = Path(bundle)
         meta_path = self.root / "policy.json"
@@ -100,18 +100,16 @@ class UVAPolicy:
         return self.predict(frames, proprio).astype(np.float32)
 
     # -- API -----------------------------------------------------------------------------
-    @torch.no_grad()
     def encode(self, frames: np.ndarray) -> torch.Tensor:
         """(N, H, W, 3) uint8 -> (1, N, C, h, w) latents, exactly as the encode job stores them."""
-        from preprocessing.decode import resize_center_crop
+        from uva_io.vae_bundle import encode_frames
+        from uva_io.video import resize_center_crop
 
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-        frames = resize_center_crop(frames, self.image_size)
-        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-        z = self.vae.encode(x).float().cpu().to(torch.float16).float()  # shards hold float16
-        return z.unsqueeze(0)
+        z = encode_frames(self.vae, resize_center_crop(frames, self.image_size))  # float16, as in the shards
+        return torch.from_numpy(z).float().unsqueeze(0)
 
     @torch.no_grad()
     def predict_normalized(self, history: torch.Tensor, generator: torch.Generator | None = None,

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROBOTS_DIR = Path(__file__).resolve().parent.parent / "configs" / "robots"
-
 
 @dataclass
 class RobotConfig:
@@ -53,14 +51,22 @@ class RobotConfig:
             raise ValueError(f"robot '{self.name}': control_hz must be positive")
 
 
-def available_robots(root: Path = ROBOTS_DIR) -> list[str]:
-    return sorted(p.stem for p in root.glob("*.yaml"))
+def robots_dir() -> Path:
+    """configs/robots of the installed package (the checkout's in a development install)."""
+    from uva_io.assets import configs_root
+
+    return configs_root() / "robots"
 
 
-def load_robot(name_or_path: str, root: Path = ROBOTS_DIR) -> RobotConfig:
+def available_robots(root: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (root or robots_dir()).glob("*.yaml"))
+
+
+def load_robot(name_or_path: str, root: Path | None = None) -> RobotConfig:
     """A registered robot by name, or a robot YAML by path."""
-    from pipeline.config import load_config
+    from uva_io.config import load_config
 
+    root = root or robots_dir()
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = root / f"{name_or_path}.yaml"

@@ -55,7 +55,6 @@ class TrainConfig:
     tracking_uri: str | None = None  # MLflow server; default: a file store in run_dir
     init_from: str | None = None  # weights to start from: step_N folder, checkpoints folder or .safetensors
     init_weights: str = "ema"  # ema | model: which weights of init_from
-    init_adapt: bool = False  # re-create the action embedding/head where init_from's action shape differs
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed (e.g. backbone)
     seed: int = 0
     # evaluation

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from preprocessing.decode import DecodeError, read_clip
-from preprocessing.shards import npy_bytes
 from preprocessing.sources import Episode, load_array
+from uva_io.files import npy_bytes
+from uva_io.video import DecodeError, read_clip
 
 
 @dataclass
@@ -76,29 +76,22 @@ def decode_episode(ep: Episode, cfg: EncodeConfig) -> dict:
 
 
 class FrameEncoder:
-    """Runs a frozen VAE over uint8 frames in fixed-size batches."""
+    """Runs a frozen VAE over uint8 frames in fixed-size batches (on the GPU when there is one)."""
 
     def __init__(self, vae_path: str, preset: str | None, batch_size: int, threads: int = 1):
-        from pipeline.vae_store import load_vae
+        from uva_io.vae_bundle import load_vae
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.device == "cpu":
             torch.set_num_threads(threads)
         self.vae = load_vae(vae_path, preset=preset, device=self.device)
         self.batch_size = batch_size
-        self.dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
 
-    @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) uint8 -> (T, C, h, w) float16 scaled latents."""
-        out = []
-        for lo in range(0, len(frames), self.batch_size):
-            x = torch.from_numpy(frames[lo : lo + self.batch_size]).to(self.device)
-            x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (B, 3, H, W) in [-1, 1]
-            with torch.autocast(self.device, dtype=self.dtype, enabled=self.device == "cuda"):
-                z = self.vae.encode(x)
-            out.append(z.float().cpu().numpy().astype(np.float16))
-        return np.concatenate(out)
+        from uva_io.vae_bundle import encode_frames
+
+        return encode_frames(self.vae, frames, self.batch_size)
 
     def encode_episode(self, decoded: dict) -> dict:
         if "error" in decoded:

@@ -1,9 +1,11 @@
 """Encode robot and human video into sharded latent WebDataset tars, spread over Ray.
 
-    python preprocessing/encode_latents.py --manifest demos/manifest.jsonl \
+    uva-encode --manifest demos/manifest.jsonl \
         --video-folder human_videos/ --output data/latents [--config configs/preprocess/default.yaml] \
         [--set episodes_per_shard=16] [--ray-address HOST:6379] [--strict]
 
+(``python preprocessing/encode_latents.py ...`` runs the same job from a checkout with the
+project installed.)
 Decoding runs in Ray CPU tasks, the VAE in a pool of actors (GPU when the cluster has one).
 Episodes are assigned to shards in input order, so a rerun of the same command after a crash
 or ``kill -9`` writes only the missing shards. At the end it writes index.json, stats.json and
@@ -21,14 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.config import load_config, to_dict  # noqa: E402
-from preprocessing.encode import EncodeConfig, FrameEncoder, decode_episode, pack_sample  # noqa: E402
-from preprocessing.shards import (INDEX_FORMAT, compute_action_stats, shard_name,  # noqa: E402
-                                  write_shard)
-from preprocessing.sources import Episode, read_lerobot, read_manifest, read_video_folder  # noqa: E402
+from preprocessing.encode import EncodeConfig, FrameEncoder, decode_episode, pack_sample
+from preprocessing.sources import Episode, read_lerobot, read_manifest, read_video_folder
+from uva_io.config import load_config, to_dict
+from uva_io.files import atomic_write
+from uva_io.shardset import INDEX_FORMAT, compute_action_stats, shard_name, write_shard
 
 log = logging.getLogger("encode_latents")
 
@@ -57,7 +56,7 @@ def match_ray_auth(address: str | None) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="uva-encode", description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", action="append", default=[], help="JSONL manifest (repeatable)")
     p.add_argument("--lerobot", action="append", default=[], help="LeRobot v3.0 dataset folder (repeatable)")
     p.add_argument("--video-folder", action="append", default=[], help="folder of action-free videos (repeatable)")
@@ -122,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
     match_ray_auth(args.ray_address)  # before ray is imported: its config reads the env once
     import ray
 
-    from pipeline.vae_store import load_vae
     from uva.vae import vae_identity
+    from uva_io.vae_bundle import load_vae
 
     cfg = load_config(EncodeConfig, args.config, args.set)
     vae = load_vae(cfg.vae, preset=cfg.vae_preset)
@@ -218,12 +217,10 @@ def finalize(out: Path, cfg: EncodeConfig, shards: list, errors: list[dict], vae
              "config": to_dict(cfg), "shard_prefix": cfg.shard_prefix, "shards": index_shards,
              "episodes": episodes, "num_episodes": len(episodes), "num_frames": total_frames,
              "num_skipped": len(skipped), "robots": sorted({r["robot"] for r in episodes.values()})}
-    for name, text in (("index.json", json.dumps(index, indent=1)),
-                       ("stats.json", json.dumps(stats, indent=1)),
-                       ("errors.jsonl", "".join(json.dumps(e) + "\n" for e in skipped))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    # the index last: a reader that sees it sees the statistics and error log of the same run
+    atomic_write(out / "stats.json", json.dumps(stats, indent=1))
+    atomic_write(out / "errors.jsonl", "".join(json.dumps(e) + "\n" for e in skipped))
+    atomic_write(out / "index.json", json.dumps(index, indent=1))
     rate = frames_done / seconds if seconds > 0 and frames_done else 0.0
     print(f"[encode] done: {len(episodes)} episodes, {total_frames} frames, {len(index_shards)} shards, "
           f"{len(skipped)} skipped; this run encoded {frames_done} frames in {seconds:.1f}s "

@@ -1,10 +1,10 @@
 """PushT expert demonstrations in the manifest format (gym-pusht simulator + planning expert).
 
-    python preprocessing/make_pusht_demos.py --num-episodes 200 --output data/pusht_demos --workers 2
+    uva-make-pusht-demos --num-episodes 200 --output data/pusht_demos --workers 2
 
 Episode i starts from the legacy start state of seed ``--seed + i`` (the evaluation's test
 seeds are 100000..100049; keep demo seeds away from them) and is driven by the planning expert
-(pipeline/pusht/expert.py) under the evaluation protocol's rules (chunks of 8 actions, at most
+(uva_sim/pusht/expert.py) under the evaluation protocol's rules (chunks of 8 actions, at most
 ``--max-steps`` steps, the episode ends at coverage > 0.95). Each kept episode is an mp4 of the
 agent's rgb view (one frame per action, taken before the action), a (T, 2) float32 actions file
 of target positions in pixels at 10 Hz, a (T, 2) agent-position file, and a manifest line with
@@ -18,19 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.pusht.env import SUCCESS_COVERAGE  # noqa: E402
-from pipeline.pusht.runner import TEST_SEEDS, run_parallel  # noqa: E402
-from preprocessing.shards import atomic_write, npy_bytes  # noqa: E402
-from preprocessing.video_io import write_mp4  # noqa: E402
+from uva_io.files import atomic_write, npy_bytes
+from uva_io.video import write_mp4
+from uva_sim.pusht.env import SUCCESS_COVERAGE
+from uva_sim.pusht.runner import TEST_SEEDS, run_parallel
 
 ROBOT = "pusht"
 FPS = 10
@@ -59,8 +55,9 @@ def write_manifest(out: Path, records: list[dict]) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run(argv: list[str] | None = None) -> dict:
+    """Parse, make the missing demos, rewrite the manifest; returns the summary."""
+    p = argparse.ArgumentParser(prog="uva-make-pusht-demos", description=__doc__.split("\n\n")[0])
     p.add_argument("--output", required=True)
     p.add_argument("--num-episodes", type=int, default=50, help="episodes attempted (failed ones are dropped)")
     p.add_argument("--seed", type=int, default=0, help="episode i uses start-state seed SEED + i")
@@ -107,6 +104,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[pusht-demos] kept {summary['kept']} of {summary['attempted']} (dropped {summary['dropped']}); "
           f"{summary['demos_per_minute_this_run']} demos/min with {args.workers} workers -> {manifest}")
     return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(argv)
 
 
 if __name__ == "__main__":

@@ -5,22 +5,18 @@ A planar "pusher" scene rendered with numpy: an agent disc follows 2-d target-po
 It gives the embedded default real video files with matching action streams, without any
 download.
 
-    python preprocessing/make_synthetic_demos.py --output data/synthetic --num-episodes 16
+    uva-make-synthetic-demos --output data/synthetic --num-episodes 16
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from preprocessing.video_io import write_mp4  # noqa: E402
+from uva_io.video import write_mp4
 
 
 def render(agent: np.ndarray, block: np.ndarray, goal: np.ndarray, size: int) -> np.ndarray:
@@ -59,7 +55,7 @@ def make_episode(rng: np.random.Generator, num_steps: int, size: int) -> tuple[n
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="uva-make-synthetic-demos", description=__doc__.split("\n\n")[0])
     p.add_argument("--output", required=True)
     p.add_argument("--num-episodes", type=int, default=16)
     p.add_argument("--num-steps", type=int, default=60)

@@ -46,13 +46,6 @@ class Episode:
             "segments": {k: list(v) for k, v in self.segments.items()}, "source": self.source,
         }
 
-    @classmethod
-    def from_json(cls, d: dict) -> "Episode":
-        d = dict(d)
-        d["segments"] = {k: (float(v[0]), None if v[1] is None else float(v[1]))
-                         for k, v in d.get("segments", {}).items()}
-        return cls(**d)
-
 
 _KEY_RE = re.compile(r"[^A-Za-z0-9_-]+")
 

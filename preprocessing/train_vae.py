@@ -2,7 +2,7 @@
 
 No pretrained VAE can be downloaded here, so the embedded default trains its own:
 
-    python preprocessing/train_vae.py --manifest data/synthetic/manifest.jsonl \
+    uva-train-vae --manifest data/synthetic/manifest.jsonl \
         --video-folder human/ --preset kl8-small --steps 1500 --output artifacts/vae/vae.safetensors
 
 Frames are sampled from every input video (resized/cropped like the encoder does), 5% are held
@@ -14,22 +14,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.vae_store import save_vae  # noqa: E402
-from preprocessing.decode import DecodeError, read_clip  # noqa: E402
-from preprocessing.sources import read_manifest, read_video_folder  # noqa: E402
-from uva.vae import VAE_PRESETS, AutoencoderKL, VAEConfig  # noqa: E402
+from preprocessing.sources import read_manifest, read_video_folder
+from uva.vae import VAE_PRESETS, AutoencoderKL, VAEConfig
+from uva_io.vae_bundle import frames_to_pixels, save_vae
+from uva_io.video import DecodeError, read_clip
 
 
 def collect_frames(paths: list[str], size: int, fps: float | None, max_frames: int) -> np.ndarray:
@@ -57,10 +52,6 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
     return 10 * math.log10(4.0 / max(mse, 1e-12))
 
 
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
 def train(frames: np.ndarray, cfg: VAEConfig, steps: int, batch_size: int, lr: float,
           kl_weight: float, seed: int, log_every: int = 100) -> tuple[AutoencoderKL, dict]:
     torch.manual_seed(seed)
@@ -74,7 +65,7 @@ def train(frames: np.ndarray, cfg: VAEConfig, steps: int, batch_size: int, lr: f
     start = time.time()
     for step in range(1, steps + 1):
         idx = rng.integers(0, len(tr), batch_size)
-        x = to_tensor(tr[idx])
+        x = frames_to_pixels(tr[idx])
         if rng.random() < 0.5:
             x = x.flip(-1)  # horizontal flip: cheap augmentation
         recon, mean, logvar = model(x)
@@ -91,7 +82,7 @@ def train(frames: np.ndarray, cfg: VAEConfig, steps: int, batch_size: int, lr: f
                   f"({time.time() - start:.0f}s)", flush=True)
     model.eval()
     with torch.no_grad():
-        xv = to_tensor(val)
+        xv = frames_to_pixels(val)
         mean, _ = model.moments(xv)
         recon = model.decoder(model.post_quant_conv(mean))
         val_psnr = psnr(recon, xv)
@@ -103,7 +94,7 @@ def train(frames: np.ndarray, cfg: VAEConfig, steps: int, batch_size: int, lr: f
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="uva-train-vae", description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", action="append", default=[])
     p.add_argument("--video-folder", action="append", default=[])
     p.add_argument("--output", required=True, help="bundle path (.safetensors; .json is written beside)")

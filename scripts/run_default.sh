@@ -36,5 +36,5 @@ echo "[default] checkpoints in $OUT/pretrain/checkpoints; MLflow: .venv/bin/mlfl
 $PY -m pipeline.finetune --robot pusht --pretrained "$OUT/pretrain/checkpoints" --data "$OUT/latents/pusht" \
     --config configs/finetune/pusht_default.yaml --run-dir "$OUT/finetune" \
     --set "stages=[{name: heads, steps: $FT_HEADS, lr: 1.0e-3, warmup_steps: 30, freeze: [backbone]}, {name: all, steps: $FT_ALL, lr: 5.0e-4, warmup_steps: 50}]"
-$PY -m pipeline.eval_policy --env pusht --policy "$OUT/finetune/export" --seeds "$EVAL_SEEDS" --workers "$WORKERS" \
+$PY -m pipeline.sim_eval --env pusht --policy "$OUT/finetune/export" --seeds "$EVAL_SEEDS" --workers "$WORKERS" \
     --output "$OUT/eval_pusht" --tracking-uri "sqlite:///$PWD/$OUT/finetune/mlflow.db" --experiment pusht-eval

@@ -17,6 +17,11 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from uva import UVA, model_config  # noqa: E402
 
 
+def cli(name: str) -> str:
+    """The path of one of the project's console scripts in the environment running the tests."""
+    return str(Path(sys.executable).parent / name)
+
+
 @pytest.fixture
 def tiny_cfg():
     return model_config("uva-tiny")
@@ -49,7 +54,7 @@ def make_batch(tiny_cfg):
 def make_video_file(path: Path, num_frames: int = 20, size: tuple[int, int] = (64, 80), fps: int = 10,
                     codec: str = "libx264") -> Path:
     """Write a real video (moving gradient) with PyAV; returns its path."""
-    from preprocessing.video_io import write_mp4
+    from uva_io.video import write_mp4
 
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w]

@@ -26,7 +26,7 @@ from uva.backbone import EncoderDecoder
 from uva.config import UVAConfig
 from uva.diffusion import GaussianDiffusion
 from uva.heads import DiffusionMLP
-from uva.modes import MODES, build_masks, sample_modes
+from uva.modes import build_masks, sample_modes
 
 
 class JointEmbed(nn.Module):

@@ -32,10 +32,6 @@ class VAEConfig:
     scale: float = 0.2325  # latents are multiplied by this before the model sees them
     num_groups: int = 32  # GroupNorm groups
 
-    @property
-    def stride(self) -> int:
-        return 2 ** (len(self.ch_mult) - 1)
-
     def validate(self) -> None:
         if self.ch <= 0 or self.ch % self.num_groups:
             raise ValueError(f"vae.ch={self.ch} must be a positive multiple of num_groups={self.num_groups}")

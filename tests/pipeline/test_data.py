@@ -7,9 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data import (DataConfig, MixedStream, ShardSetStream, SourceConfig, WindowConfig, cut_windows,
-                           make_loader, normalize, unnormalize)
-from preprocessing.shards import INDEX_FORMAT, compute_action_stats, iter_tar_samples, npy_bytes, write_shard
+from pipeline.data import (
+    DataConfig,
+    MixedStream,
+    ShardSetStream,
+    SourceConfig,
+    WindowConfig,
+    cut_windows,
+    make_loader,
+    normalize,
+    unnormalize,
+)
+from uva_io.files import npy_bytes
+from uva_io.shardset import INDEX_FORMAT, compute_action_stats, iter_tar_samples, write_shard
 
 
 def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: bool, vae: str = "vae0",

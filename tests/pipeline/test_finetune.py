@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.robots import (available_robots, check_stats, load_robot, normalize_actions,
-                             unnormalize_actions)
+from pipeline.robots import available_robots, check_stats, load_robot, normalize_actions, unnormalize_actions
+from tests.conftest import cli
 from tests.pipeline.test_data import make_set
 from tests.pipeline.test_train import base_sets, run_train
 
@@ -26,7 +25,7 @@ WINDOW = "{num_history: 2, num_future: 2, frame_stride: 2, action_horizon: 4}"
 
 def finetune(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.finetune", *args], env=env, cwd=ROOT,
+    proc = subprocess.run([cli("uva-finetune"), *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     if check:
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -44,8 +43,8 @@ def recipe(tmp: Path, stages: str) -> list[str]:
 def world(tmp_path_factory):
     """A tiny VAE (8x8 frames -> 4x2x2 latents), shard sets of several robots encoded 'with' it,
     and a tiny model pretrained for 3 steps on 2-d actions."""
-    from pipeline.vae_store import save_vae
     from uva.vae import AutoencoderKL, VAEConfig, vae_identity
+    from uva_io.vae_bundle import save_vae
 
     root = tmp_path_factory.mktemp("ft")
     torch.manual_seed(0)
@@ -163,17 +162,20 @@ def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, 
 
 @pytest.mark.slow
 def test_finetune_pusht_and_closed_loop_in_the_runner(world, tmp_path):
-    from pipeline.pusht.runner import evaluate
+    import functools
+
+    from pipeline.policy import load_policy
+    from uva_sim.pusht.runner import evaluate_policy
 
     run = tmp_path / "ft"
     proc = finetune(["--robot", "pusht", "--pretrained", str(world["ckpt"]), "--data", str(world["root"] / "pusht"),
                      *recipe(run, "[{name: full, steps: 2, lr: 1.0e-3}]")])
     # same action layout: the pretrained action head is kept; only the proprioception input is new
     assert "new for this robot: embed.proprio\n" in proc.stdout
-    res = evaluate(str(run / "export"), [100000], workers=1, max_steps=12, log=None)
+    res = evaluate_policy(functools.partial(load_policy, run / "export"), [100000], workers=1, max_steps=12, log=None)
     assert res["num_episodes"] == 1 and res["episodes"][0]["steps"] == 12
     # uva-eval replans halfway through a bundle's chunk by default
-    from pipeline.eval_policy import default_action_steps
+    from pipeline.sim_eval import default_action_steps
 
     w = json.loads((run / "export" / "policy.json").read_text())["window"]
     assert default_action_steps(str(run / "export")) == w["num_future"] * w["frame_stride"] // 2
@@ -202,8 +204,8 @@ def test_finetune_bad_inputs_are_named(world, tmp_path):
         proc = finetune(args + ["--run-dir", str(tmp_path / "x")], check=False)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-2000:])
     # without proprioception on request (use_proprio: false) the same shards plan fine
-    from pipeline.config import load_config
     from pipeline.finetune import FinetuneConfig, plan
+    from uva_io.config import load_config
 
     cfg = load_config(FinetuneConfig, ROOT / "configs/finetune/default.yaml", [f"train.data.window={WINDOW}"])
     stages, _ = plan(replace(cfg, use_proprio=False), "franka", ck, [str(world["root"] / "franka_blind")])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import cli
 from tests.pipeline.test_data import make_set
 from tests.pipeline.test_train import base_sets
 
@@ -214,7 +215,7 @@ def test_submitit_launcher_preempt_requeue_resume(slurm, tmp_path):
     args = train_args(tmp_path, f"total_steps={total}", "checkpoint_every=1000")
     env = {**slurm["env"], "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     logs = tmp_path / "submitit"
-    sub = subprocess.run([sys.executable, "-m", "pipeline.launch", "--submitit", "--tasks-per-node", "2",
+    sub = subprocess.run([cli("uva-pretrain"), "--submitit", "--tasks-per-node", "2",
                           "--cpus-per-task", "1", "--timeout-min", "30", "--log-dir", str(logs), *args],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert sub.returncode == 0, sub.stdout + sub.stderr

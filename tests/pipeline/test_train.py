@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import cli
 from tests.pipeline.test_data import make_set
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,11 +34,7 @@ def data(tmp_path_factory):
 
 def run_train(sets: list[str], nproc: int, out: Path, wait: bool = True, **kw):
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "pipeline.train"]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "pipeline.train"]
+    cmd = [cli("uva-pretrain")] + (["--nproc", str(nproc)] if nproc > 1 else [])
     cmd += [a for s in sets for a in ("--set", s)] + ["--losses-out", str(out)]
     if not wait:
         return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
@@ -127,8 +124,8 @@ def test_mlflow_server_receives_params_metrics_and_video(data, tmp_path, mlflow_
     import mlflow
     import torch
 
-    from pipeline.vae_store import save_vae
     from uva.vae import AutoencoderKL, VAEConfig
+    from uva_io.vae_bundle import save_vae
 
     torch.manual_seed(0)  # a VAE whose latents match the test shards: 4 channels, stride 2
     vae = save_vae(AutoencoderKL(VAEConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=4,
@@ -148,7 +145,7 @@ def test_mlflow_server_receives_params_metrics_and_video(data, tmp_path, mlflow_
     names = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.json", "prediction_step0000002.mp4", "prediction_step0000004.mp4"} <= names
     local = client.download_artifacts(run_id, "prediction_step0000004.mp4", str(tmp_path / "dl"))
-    from preprocessing.decode import read_clip
+    from uva_io.video import read_clip
 
     assert read_clip(local, None, 4).frames.shape[0] == 4  # 2 history + 2 predicted frames
 
@@ -197,6 +194,6 @@ def test_two_stage_recipe_video_only_then_init_from_consolidated_weights(data, t
     bad = base_sets(tmp_path / "bad", data) + ["total_steps=1", f"init_from={runs[3]}",
                                                 "model.overrides={latent_channels: 4, latent_size: 2, width: 48, decoder_width: 48}"]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "pipeline.train", *[a for s in bad for a in ("--set", s)]],
+    out = subprocess.run([cli("uva-pretrain"), *[a for s in bad for a in ("--set", s)]],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode != 0 and "is from a different model size or layout than uva-tiny" in out.stdout + out.stderr

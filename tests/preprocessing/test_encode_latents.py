@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.vae_store import save_vae
-from preprocessing.shards import iter_tar_samples, load_index
 from uva.vae import AutoencoderKL, VAEConfig
+from uva_io.shardset import iter_tar_samples, load_index
+from uva_io.vae_bundle import save_vae
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "preprocessing" / "encode_latents.py"

@@ -1,10 +1,12 @@
-"""Video decoding: decord first, PyAV as the fallback, resampled to a target fps and size.
+"""Media I/O: decoding video (decord first, PyAV as the fallback) and writing mp4 files.
 
 ``read_clip`` returns uint8 frames (T, H, W, 3) already resized (short side) and center-cropped
 to the target size, plus the source frame indices that were kept, so per-frame data such as
-actions can be resampled with exactly the same indices.
+actions can be resampled with exactly the same indices. ``resize_center_crop`` is the one
+resize rule: the encode job and the policy both use it. ``write_mp4`` writes demonstrations,
+rollouts and decoded predictions.
 
-    frames, idx, src_fps = read_clip("ep.mp4", fps=10, size=96)
+    clip = read_clip("ep.mp4", fps=10, size=96)   # clip.frames, clip.indices, clip.source_fps
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -138,3 +142,29 @@ def read_clip(
         except Exception as err:  # decoders raise many types; fall through to the next one
             errors.append(f"{backend.__name__.strip('_')}: {type(err).__name__}: {err}")
     raise DecodeError(f"{path}: unreadable video ({'; '.join(e.splitlines()[0][:200] for e in errors)})")
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264",
+              crf: int = 18) -> Path:
+    """(T, H, W, 3) uint8 -> video file; h264 needs even sizes, so odd ones are padded."""
+    import av
+
+    path = Path(path)
+    t, h, w, _ = frames.shape
+    ph, pw = h + h % 2, w + w % 2
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    with av.open(str(tmp), mode="w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height = pw, ph
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for frame in frames:
+            if (ph, pw) != (h, w):
+                frame = np.pad(frame, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(path)
+    return path

@@ -164,10 +164,11 @@ def merge(base: dict, update: dict) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; a file that ``defaults:`` lists other files gets them merged first."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file '{path}' does not exist")
+    """Read a YAML mapping; a file that ``defaults:`` lists other files gets them merged first.
+    A path that is not a file here is looked up among the installed configs (uva_io.assets)."""
+    from uva_io.assets import find_config
+
+    path = find_config(path)
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"config file '{path}' must hold a mapping at top level")
@@ -184,6 +185,3 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     apply_overrides(data, list(overrides or []))
     return from_dict(cls, data)
 
-
-def save_yaml(obj: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))

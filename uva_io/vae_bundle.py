@@ -1,9 +1,14 @@
-"""Saving and loading VAE weights: our safetensors + JSON bundle, or a MAR/LDM ``.ckpt``.
+"""The VAE bundle (safetensors + JSON, or a MAR/LDM ``.ckpt``) and the one frames -> latents step.
 
 Bundle = ``<stem>.safetensors`` (weights) + ``<stem>.json`` (config, identity, training
 report). ``load_vae`` accepts either file of a bundle, or a ``.ckpt``/``.pt`` file holding a
 state dict (optionally under ``"model"`` or ``"state_dict"``) with a named preset for its layout.
-Checkpoints are read with ``weights_only=True``: loading never runs pickled code.
+Checkpoints are read with ``weights_only=True``: loading never runs pickled code. A relative
+path that is not here is looked up among the installed artifacts (the default VAE).
+
+``frames_to_pixels`` and ``encode_frames`` are the only conversion from camera frames to model
+latents: the encode job, the policy and VAE training all call them, so a policy sees exactly
+what the training data held.
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.config import from_dict
 from uva.vae import VAE_PRESETS, AutoencoderKL, VAEConfig, vae_identity
+from uva_io.assets import find_artifact
+from uva_io.config import from_dict
 
 
 def save_vae(model: AutoencoderKL, path: str | Path, report: dict | None = None) -> Path:
@@ -32,7 +39,10 @@ def save_vae(model: AutoencoderKL, path: str | Path, report: dict | None = None)
 
 def load_vae(path: str | Path, preset: str | None = None, device: str = "cpu") -> AutoencoderKL:
     """Load a frozen VAE in eval mode. ``preset`` names the layout of a ``.ckpt`` file."""
-    path = Path(path)
+    try:
+        path = find_artifact(path)
+    except ValueError:
+        path = Path(path)  # the messages below name the missing file
     if path.suffix in (".json", ".safetensors", ""):
         weights, meta_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
         if not weights.is_file() or not meta_path.is_file():
@@ -63,3 +73,26 @@ def load_vae(path: str | Path, preset: str | None = None, device: str = "cpu") -
         raise ValueError(f"VAE path '{path}': expected .safetensors/.json bundle or a .ckpt file")
     model.requires_grad_(False)
     return model.eval().to(device)
+
+
+def frames_to_pixels(frames: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """(N, H, W, 3) uint8 frames -> (N, 3, H, W) float32 pixels in [-1, 1] on ``device``."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    return x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+@torch.inference_mode()
+def encode_frames(vae: AutoencoderKL, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, C, h, w) float16 scaled latents (the posterior mean), as shards
+    store them. The VAE runs on its own device, under bf16 autocast on CUDA (fp32 on CPU)."""
+    device = next(vae.parameters()).device
+    out = []
+    for lo in range(0, len(frames), batch_size):
+        x = frames_to_pixels(frames[lo : lo + batch_size], device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            z = vae.encode(x)
+        out.append(z.float().cpu().numpy().astype(np.float16))
+    return np.concatenate(out)

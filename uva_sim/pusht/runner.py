@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.pusht.env import (ARENA, SUCCESS_COVERAGE, get_state, legacy_start_state, make_env,
-                                reward_from_coverage)
-from preprocessing.shards import atomic_write
+from uva_io.files import atomic_write
+from uva_sim.pusht.env import ARENA, SUCCESS_COVERAGE, get_state, legacy_start_state, make_env, reward_from_coverage
 
 TEST_SEEDS = tuple(range(100000, 100050))
 
@@ -135,27 +134,24 @@ def run_episode(env, policy, seed: int, max_steps: int = 300, action_steps: int 
 
 
 # -- policies by name, and parallel evaluation ------------------------------------------------------
-def make_policy(spec: str, **kwargs):
-    """'expert', 'random', or the path of an exported policy bundle."""
+def make_policy(spec):
+    """'expert', 'random', or a zero-argument callable that builds the policy in the worker (a
+    picklable one, e.g. ``functools.partial(pipeline.policy.load_policy, bundle)``, for workers > 1)."""
+    if callable(spec):
+        return spec()
     if spec == "expert":
-        from pipeline.pusht.expert import ExpertPolicy
+        from uva_sim.pusht.expert import ExpertPolicy
 
         return ExpertPolicy()
     if spec == "random":
-        return RandomPolicy(seed=int(kwargs.get("seed", 0)))
-    path = Path(spec)
-    if not path.exists():
-        raise FileNotFoundError(f"policy {spec!r}: not 'expert' or 'random', and no bundle at {path}")
-    from pipeline.policy import load_policy
-
-    return load_policy(path, device=kwargs.get("device", "cpu"), sampling_steps=kwargs.get("sampling_steps"),
-                       temperature=kwargs.get("temperature"))
+        return RandomPolicy()
+    raise ValueError(f"policy {spec!r}: expected 'expert', 'random' or a callable that builds a policy")
 
 
 _WORKER: dict = {}
 
 
-def _init_worker(spec: str, kwargs: dict, obs_size: int) -> None:
+def _init_worker(spec, obs_size: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import torch
@@ -164,7 +160,7 @@ def _init_worker(spec: str, kwargs: dict, obs_size: int) -> None:
     except ImportError:
         pass
     _WORKER["env"] = make_env(obs_size)
-    _WORKER["policy"] = make_policy(spec, **kwargs)
+    _WORKER["policy"] = make_policy(spec)
 
 
 def _worker_episode(args) -> EpisodeResult:
@@ -172,7 +168,7 @@ def _worker_episode(args) -> EpisodeResult:
     res = run_episode(_WORKER["env"], _WORKER["policy"], seed, max_steps, action_steps,
                       record=record or video_dir is not None)
     if video_dir is not None and res.frames is not None and len(res.frames):
-        from preprocessing.video_io import write_mp4
+        from uva_io.video import write_mp4
 
         frames = np.concatenate([res.frames, _WORKER["env"].get_obs()["pixels"][None]])
         res.video = str(write_mp4(Path(video_dir) / f"seed{seed}.mp4", frames, fps=10))
@@ -181,38 +177,36 @@ def _worker_episode(args) -> EpisodeResult:
     return res
 
 
-def run_parallel(spec: str, seeds, workers: int = 1, max_steps: int = 300, action_steps: int = 8,
-                 video_dir: str | Path | None = None, record: bool = False, obs_size: int = 96,
-                 policy_kwargs: dict | None = None):
+def run_parallel(spec, seeds, workers: int = 1, max_steps: int = 300, action_steps: int = 8,
+                 video_dir: str | Path | None = None, record: bool = False, obs_size: int = 96):
     """Yield EpisodeResults (in seed order) from ``workers`` processes, each with its own env+policy."""
     seeds = list(seeds)
     if video_dir is not None:
         Path(video_dir).mkdir(parents=True, exist_ok=True)
     jobs = [(s, max_steps, action_steps, None if video_dir is None else str(video_dir), record) for s in seeds]
-    kwargs = dict(policy_kwargs or {})
     if workers <= 1:
-        _init_worker(spec, kwargs, obs_size)
+        _init_worker(spec, obs_size)
         for j in jobs:
             yield _worker_episode(j)
         return
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(spec, kwargs, obs_size)) as pool:
+                             initargs=(spec, obs_size)) as pool:
         yield from pool.map(_worker_episode, jobs, chunksize=1)
 
 
-def evaluate(spec: str, seeds=TEST_SEEDS, workers: int = 1, max_steps: int = 300, action_steps: int = 8,
-             video_dir: str | Path | None = None, policy_kwargs: dict | None = None, log=print) -> dict:
+def evaluate_policy(spec, seeds=TEST_SEEDS, workers: int = 1, max_steps: int = 300, action_steps: int = 8,
+                    video_dir: str | Path | None = None, log=print, name: str | None = None) -> dict:
     """Run the protocol and return {score, success_rate, episodes: [...]}."""
     t0 = time.time()
     episodes = []
-    for res in run_parallel(spec, seeds, workers, max_steps, action_steps, video_dir, policy_kwargs=policy_kwargs):
+    for res in run_parallel(spec, seeds, workers, max_steps, action_steps, video_dir):
         episodes.append(res.summary())
         if log:
             log(f"[pusht] seed {res.seed}: max coverage {res.max_coverage:.3f} reward {res.max_reward:.3f} "
                 f"{'success' if res.success else 'fail'} in {res.steps} steps ({res.seconds:.1f} s)")
     return {
-        "policy": spec, "num_episodes": len(episodes),
+        "policy": name or str(spec), "num_episodes": len(episodes),
         "score": score_of([e["max_reward"] for e in episodes]),
         "success_rate": float(np.mean([e["success"] for e in episodes])) if episodes else math.nan,
         "mean_steps": float(np.mean([e["steps"] for e in episodes])) if episodes else math.nan,

@@ -1,4 +1,7 @@
-"""Latent shard files: atomic WebDataset tar writing, reading back, index and action statistics.
+"""The latent shard set format: atomic WebDataset tar writing, reading back, index and statistics.
+
+The one owner of the format: the encode job writes shard sets through it, the training loader
+and fine-tuning read them through it.
 
 A shard set is a folder:
     latents-000000.tar ...      WebDataset tars, one sample per episode
@@ -24,27 +27,13 @@ from typing import Iterator
 
 import numpy as np
 
+from uva_io.files import atomic_write
+
 INDEX_FORMAT = "uva-latents/1"
 
 
 def shard_name(prefix: str, idx: int) -> str:
     return f"{prefix}-{idx:06d}"
-
-
-def npy_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp name beside ``path``, fsync, rename: the file is whole or absent."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_shard(out_dir: Path, prefix: str, idx: int, samples: list[dict], sidecar: dict) -> Path:
@@ -168,3 +157,9 @@ def load_index(folder: str | Path) -> dict:
     if index.get("format") != INDEX_FORMAT:
         raise ValueError(f"{path}: format {index.get('format')!r} is not {INDEX_FORMAT!r}")
     return index
+
+
+def read_stats(folder: str | Path) -> dict:
+    """Per-robot action statistics of one shard set (empty for action-free sets)."""
+    path = Path(folder) / "stats.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -22,8 +22,19 @@ from collections import deque
 
 import numpy as np
 
-from pipeline.pusht.env import (AGENT_RADIUS, ARENA, T_OUTLINE, SimState, advance, get_state, make_env,
-                                outline_world, pose_error, rotation, set_state)
+from uva_sim.pusht.env import (
+    AGENT_RADIUS,
+    ARENA,
+    T_OUTLINE,
+    SimState,
+    advance,
+    get_state,
+    make_env,
+    outline_world,
+    pose_error,
+    rotation,
+    set_state,
+)
 
 _EDGES = [(T_OUTLINE[i], T_OUTLINE[(i + 1) % len(T_OUTLINE)]) for i in range(len(T_OUTLINE))]
 

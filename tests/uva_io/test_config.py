@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
 from pipeline.train_config import TrainConfig
 from preprocessing.encode import EncodeConfig
+from uva_io.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

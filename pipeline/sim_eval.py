@@ -12,13 +12,10 @@ run (e.g. the fine-tuning run); with --experiment a new run is made.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ENVS = ("pusht",)
 
@@ -64,9 +61,10 @@ def default_action_steps(policy: str) -> int:
 
 def run(argv: list[str] | None = None) -> dict:
     """Parse, evaluate, report; returns the result dict."""
-    from pipeline.pusht.runner import TEST_SEEDS, evaluate, parse_seeds, write_report
+    from pipeline.policy import load_policy
+    from uva_sim.pusht.runner import TEST_SEEDS, evaluate_policy, parse_seeds, write_report
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="uva-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default="pusht", choices=ENVS)
     p.add_argument("--policy", required=True, help="'expert', 'random', or an exported policy bundle folder")
     p.add_argument("--seeds", default=f"{TEST_SEEDS[0]}:{TEST_SEEDS[-1] + 1}",
@@ -94,10 +92,15 @@ def run(argv: list[str] | None = None) -> dict:
     seeds = parse_seeds(args.seeds)
     name = "expert" if args.policy == "expert" else "random" if args.policy == "random" else Path(args.policy).name
     out = Path(args.output or f"runs/eval/{name}")
-    result = evaluate(args.policy, seeds, workers=min(args.workers, len(seeds)), max_steps=args.max_steps,
-                      action_steps=args.action_steps, video_dir=None if args.no_videos else out / "videos",
-                      policy_kwargs={"device": args.device, "sampling_steps": args.sampling_steps,
-                                     "temperature": args.temperature})
+    spec = args.policy
+    if spec not in ("expert", "random"):
+        if not Path(spec).is_dir():
+            p.error(f"--policy {spec}: not 'expert' or 'random', and no policy bundle folder there")
+        spec = functools.partial(load_policy, spec, device=args.device, sampling_steps=args.sampling_steps,
+                                 temperature=args.temperature)
+    result = evaluate_policy(spec, seeds, workers=min(args.workers, len(seeds)), max_steps=args.max_steps,
+                             action_steps=args.action_steps, video_dir=None if args.no_videos else out / "videos",
+                             name=args.policy)
     path = write_report(result, out)
     print(f"[eval] {args.env} policy {args.policy}: score {result['score']:.4f}, success rate "
           f"{result['success_rate']:.3f} over {result['num_episodes']} seeds, mean steps {result['mean_steps']:.1f} "

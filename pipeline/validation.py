@@ -1,5 +1,5 @@
-"""Evaluation during training: per-mode loss, policy action error, video prediction PSNR, and a
-decoded prediction video (real pixels through the VAE decoder) for MLflow.
+"""Held-out validation during training: per-mode loss, policy action error, video prediction
+PSNR, and a decoded prediction video (real pixels through the VAE decoder) for MLflow.
 
 Every rank runs the same forward passes (ZeRO-3 gathers parameters collectively); only rank 0
 decodes and writes the video.
@@ -8,6 +8,7 @@ decodes and writes the video.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def decode_video(vae, latents: torch.Tensor) -> torch.Tensor:
 
 def write_prediction_video(vae, batch: dict, future: torch.Tensor, path: Path, fps: float = 4.0) -> float:
     """Side-by-side mp4 (top: truth, bottom: prediction) of sample 0; returns the PSNR."""
-    from preprocessing.video_io import write_mp4
+    from uva_io.video import write_mp4
 
     hist = decode_video(vae, batch["history"][0])
     truth = torch.cat([hist, decode_video(vae, batch["future"][0])])
@@ -65,3 +66,50 @@ def write_prediction_video(vae, batch: dict, future: torch.Tensor, path: Path, f
     frames = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     write_mp4(path, np.ascontiguousarray(frames), fps)
     return value
+
+
+class Validator:
+    """Runs ``evaluate`` on the held-out sets every ``cfg.eval_every`` steps and reports it. Its
+    loader and VAE are made at the first evaluation."""
+
+    def __init__(self, cfg, rank: int, world_size: int, device, bf16: bool, tracker):
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.device, self.bf16, self.tracker = device, bf16, tracker
+        self.loader = None
+        self.vae = None
+
+    def due(self, step: int) -> bool:
+        return bool(self.cfg.eval_every) and (step % self.cfg.eval_every == 0 or step == self.cfg.total_steps)
+
+    def _start(self) -> None:
+        from pipeline.data import make_loader, merged_stats
+
+        cfg = self.cfg
+        data = replace(cfg.data, sources=cfg.eval_sources or cfg.data.sources, seed=cfg.data.seed + 1, num_workers=0)
+        # held-out actions are normalized with the training statistics
+        self.loader = iter(make_loader(data, cfg.eval_batch_size, self.rank, self.world_size,
+                                       stats=merged_stats(cfg.data.sources)))
+        if self.rank == 0 and cfg.eval_vae:
+            from uva_io.vae_bundle import load_vae
+
+            self.vae = load_vae(cfg.eval_vae)
+
+    def run(self, model: UVA, step: int) -> dict:
+        from pipeline.data import batch_to_device
+
+        if self.loader is None:
+            self._start()
+        cfg = self.cfg
+        batch = batch_to_device(next(self.loader), self.device, self.bf16)
+        res = evaluate(model, batch, cfg.eval_sampling_steps, cfg.eval_iters,
+                       torch.Generator(device="cpu").manual_seed(cfg.seed + step))
+        metrics = res["metrics"]
+        if self.vae is not None:
+            path = Path(cfg.run_dir) / "eval" / f"prediction_step{step:07d}.mp4"
+            path.parent.mkdir(exist_ok=True)
+            metrics["val/video_psnr"] = write_prediction_video(self.vae, batch, res["future"], path)
+            self.tracker.artifact(path)
+        self.tracker.log(metrics, step)
+        if self.rank == 0:
+            print(f"[eval] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())), flush=True)
+        return metrics

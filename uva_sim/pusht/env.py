@@ -59,10 +59,6 @@ class SimState:
     block: tuple[float, float]
     angle: float
 
-    def as_array(self) -> np.ndarray:
-        """[agent x, y, block x, y, angle]: the layout of the protocol's state vector."""
-        return np.array([*self.agent, *self.block, self.angle], dtype=np.float64)
-
 
 def get_state(env) -> SimState:
     a, v, b = env.agent.position, env.agent.velocity, env.block.position

@@ -5,15 +5,24 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline.pusht.env import (GOAL_POSE, advance, coverage_of, get_state, legacy_start_state,
-                                make_env, pose_error, reward_from_coverage, set_state)
-from pipeline.pusht.runner import evaluate, parse_seeds, run_episode, score_of
+from tests.conftest import cli
+from uva_sim.pusht.env import (
+    GOAL_POSE,
+    advance,
+    coverage_of,
+    get_state,
+    legacy_start_state,
+    make_env,
+    pose_error,
+    reward_from_coverage,
+    set_state,
+)
+from uva_sim.pusht.runner import evaluate_policy, parse_seeds, run_episode, score_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,7 +135,7 @@ def test_runner_protocol_bookkeeping():
 @pytest.mark.slow
 def test_expert_demos_reach_coverage_and_encode(tmp_path):
     out = tmp_path / "demos"
-    cmd = [sys.executable, str(ROOT / "preprocessing" / "make_pusht_demos.py"), "--output", str(out),
+    cmd = [cli("uva-make-pusht-demos"), "--output", str(out),
            "--num-episodes", "2", "--workers", "2", "--seed", "3"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -145,7 +154,7 @@ def test_expert_demos_reach_coverage_and_encode(tmp_path):
     assert bad.returncode != 0 and "evaluation test seeds" in bad.stderr
     # the manifest goes through encode_latents unchanged (local Ray, shipped VAE)
     lat = tmp_path / "latents"
-    proc = subprocess.run([sys.executable, str(ROOT / "preprocessing" / "encode_latents.py"), "--config",
+    proc = subprocess.run([cli("uva-encode"), "--config",
                            str(ROOT / "configs" / "preprocess" / "default.yaml"), "--manifest",
                            str(out / "manifest.jsonl"), "--output", str(lat)],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -159,14 +168,14 @@ def test_expert_demos_reach_coverage_and_encode(tmp_path):
 @pytest.mark.slow
 def test_random_policy_scores_far_below_the_expert(tmp_path):
     seeds = [100000, 100002, 100004]
-    expert = evaluate("expert", seeds, workers=1, video_dir=tmp_path / "videos", log=None)
-    random = evaluate("random", seeds, workers=2, log=None)
+    expert = evaluate_policy("expert", seeds, workers=1, video_dir=tmp_path / "videos", log=None)
+    random = evaluate_policy("random", seeds, workers=2, log=None)
     assert expert["score"] >= 0.95 and expert["success_rate"] == 1.0
     assert random["score"] < 0.5 * expert["score"] and random["success_rate"] == 0.0
     assert [e["seed"] for e in random["episodes"]] == seeds
     assert len(list((tmp_path / "videos").glob("seed*.mp4"))) == 3
     # the random policy is reproducible per seed
-    again = evaluate("random", seeds[:1], workers=1, log=None)
+    again = evaluate_policy("random", seeds[:1], workers=1, log=None)
     assert again["episodes"][0]["max_coverage"] == random["episodes"][0]["max_coverage"]
 
 
@@ -174,7 +183,7 @@ def test_uva_eval_cli_logs_to_mlflow(tmp_path):
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = subprocess.run([sys.executable, "-m", "pipeline.eval_policy", "--env", "pusht", "--policy", "random",
+    proc = subprocess.run([cli("uva-eval"), "--env", "pusht", "--policy", "random",
                            "--seeds", "100000,100001", "--max-steps", "16", "--workers", "1",
                            "--output", str(tmp_path / "eval"), "--tracking-uri", uri, "--experiment", "pusht-eval"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -187,6 +196,6 @@ def test_uva_eval_cli_logs_to_mlflow(tmp_path):
     assert run.data.metrics["pusht/score"] == pytest.approx(result["score"])
     arts = [a.path for a in client.list_artifacts(run.info.run_id, "pusht_eval/videos")]
     assert sorted(Path(a).name for a in arts) == ["seed100000.mp4", "seed100001.mp4"]
-    bad = subprocess.run([sys.executable, "-m", "pipeline.eval_policy", "--policy", str(tmp_path / "nope")],
+    bad = subprocess.run([cli("uva-eval"), "--policy", str(tmp_path / "nope")],
                          capture_output=True, text=True, cwd=ROOT)
-    assert bad.returncode != 0 and "no bundle at" in bad.stderr
+    assert bad.returncode != 0 and "no policy bundle folder there" in bad.stderr

@@ -1,0 +1,133 @@
+"""Where this process sits in the job, and agreeing on a preemption stop across ranks.
+
+Rank, world size, local rank and the rendezvous address come from, in order:
+- torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT already set),
+- Slurm: srun, sbatch scripts and submitit alike (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID,
+  the first host of SLURM_JOB_NODELIST; submitit's TorchDistributedEnvironment reads them),
+- a single process: rank 0 of 1 on 127.0.0.1 and a free port unless MASTER_PORT is given, so
+  two jobs on one machine do not collide.
+The values are exported for torch.distributed's env:// rendezvous. The device comes from the
+local rank, never the global one: rank 9 of a 2 x 8 job is cuda:1 on its node.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from dataclasses import dataclass
+
+import torch
+
+PREEMPT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+PREEMPTED_EXIT = 124  # exit code of a job that checkpointed on a preemption signal
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _from_slurm() -> dict[str, str]:
+    from submitit.helpers import TorchDistributedEnvironment
+
+    env = TorchDistributedEnvironment()  # hostnames parsed from SLURM_JOB_NODELIST, no scontrol
+    return {"RANK": str(env.rank), "WORLD_SIZE": str(env.world_size), "LOCAL_RANK": str(env.local_rank),
+            "MASTER_ADDR": env.master_addr, "MASTER_PORT": str(env.master_port)}
+
+
+def dist_env() -> DistEnv:
+    """Read this process's place in the job and export it for torch.distributed (env://)."""
+    environ = os.environ
+    if "RANK" in environ and "WORLD_SIZE" in environ:
+        found = {}
+    elif "SLURM_PROCID" in environ and "SLURM_JOB_ID" in environ:
+        found = _from_slurm()
+    else:
+        found = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+        if "MASTER_PORT" not in environ:
+            found["MASTER_PORT"] = str(free_port())
+    for key, value in found.items():
+        if key in ("MASTER_ADDR", "MASTER_PORT"):
+            environ.setdefault(key, value)  # a launcher's explicit choice wins
+        else:
+            environ[key] = value
+    environ.setdefault("LOCAL_RANK", "0")
+    environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in environ:
+        raise ValueError("MASTER_PORT is not set: the launcher must give the rendezvous port")
+    return DistEnv(int(environ["RANK"]), int(environ["WORLD_SIZE"]), int(environ["LOCAL_RANK"]),
+                   environ["MASTER_ADDR"], int(environ["MASTER_PORT"]))
+
+
+def device_for(local_rank: int) -> torch.device:
+    """This process's device: the GPU of its local rank, or the CPU."""
+    return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def init_distributed() -> tuple[DistEnv, torch.device]:
+    """Join the process group (nccl on GPU, gloo on CPU) and pin this process's device."""
+    import deepspeed
+
+    env = dist_env()
+    device = device_for(env.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", verbose=False)
+    return env, device
+
+
+def leave_process_group() -> None:
+    """Leave together: srun --kill-on-bad-exit kills the others as soon as one rank exits 124."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+class Preemption:
+    """Slurm's warning signal (USR1 in slurm/pretrain.sh, USR2 under submitit) and SIGTERM, while
+    the block runs: a signal only raises a flag; ``agreed()`` (collective) tells every rank to stop
+    at the same step, so the checkpoint's collectives cannot hang. The previous handlers
+    (submitit's requeue handler among them) come back when the block ends.
+
+        with Preemption() as preempt:
+            for step in ...:
+                if preempt.agreed():
+                    save(); break
+    """
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = PREEMPT_SIGNALS):
+        self.signals = signals
+        self.requested = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __enter__(self) -> "Preemption":
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.signals}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    def agreed(self) -> bool:
+        """True on every rank when any rank was signalled (an all-reduce when distributed)."""
+        dist = torch.distributed.is_initialized()
+        on_gpu = dist and torch.distributed.get_backend() == "nccl"  # nccl reduces GPU tensors only
+        flag = torch.tensor([1.0 if self.requested else 0.0], device="cuda" if on_gpu else "cpu")
+        if dist:
+            torch.distributed.all_reduce(flag)
+        return bool(flag.item() > 0)

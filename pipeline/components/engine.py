@@ -1,0 +1,39 @@
+"""The DeepSpeed engine of a run: its JSON config generated from the TrainConfig (one place holds
+the truth), AdamW over the trainable parameters and the warmup + cosine schedule."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.components.lr_schedule import warmup_cosine
+from pipeline.train_config import TrainConfig
+
+
+def deepspeed_config(cfg: TrainConfig, world_size: int, bf16: bool) -> dict:
+    """The DeepSpeed JSON for ``cfg`` on ``world_size`` ranks."""
+    ds = {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum_steps,
+        "train_batch_size": cfg.micro_batch_size * cfg.grad_accum_steps * world_size,
+        "gradient_clipping": cfg.optim.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if cfg.zero_stage == 3:
+        ds["zero_optimization"].update({"stage3_gather_16bit_weights_on_model_save": False})
+    return ds
+
+
+def build_engine(model: torch.nn.Module, cfg: TrainConfig, world_size: int, bf16: bool):
+    """(DeepSpeed engine, LR scheduler) training ``model``'s parameters that require gradients."""
+    import deepspeed
+
+    o = cfg.optim
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
+                            weight_decay=o.weight_decay, betas=tuple(o.betas))
+    sched = warmup_cosine(opt, o.warmup_steps, cfg.total_steps, o.min_lr_ratio)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
+                                           config=deepspeed_config(cfg, world_size, bf16))
+    return engine, sched
