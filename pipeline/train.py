@@ -81,6 +81,7 @@ def train(cfg: TrainConfig, load=load_weights) -> dict:
     # -- setup -----------------------------------------------------------------------------------
     dist, device = init_distributed()
     rank, world = dist.rank, dist.world_size
+    print(f"[train] rank {rank}/{world}, local rank {dist.local_rank}, device {device}", flush=True)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     run_dir = Path(cfg.run_dir)
     if rank == 0:

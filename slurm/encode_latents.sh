@@ -1,6 +1,6 @@
 #!/bin/bash
 # Encode video into latent shards on a Slurm allocation: a Ray head on the first node, a Ray
-# worker on every other node, then encode_latents.py against that cluster.
+# worker on every other node, then uva-encode against that cluster.
 #
 #   sbatch --nodes=4 slurm/encode_latents.sh --manifest /data/manifest.jsonl --output /data/latents \
 #          --config configs/preprocess/mar_kl16.yaml
@@ -13,8 +13,8 @@
 #SBATCH --output=logs/%x-%j.out
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
-PY=${PYTHON:-.venv/bin/python}
-RAY=${RAY:-$(dirname "$PY")/ray}
+BIN=$(dirname "${PYTHON:-.venv/bin/python}")  # the environment holding the console scripts
+RAY=${RAY:-$BIN/ray}
 export RAY_USAGE_STATS_ENABLED=0
 # One auth mode for head, workers and driver: token auth whenever a token is at hand (Ray's
 # coming default; the token file on a shared home reaches every node), else none.
@@ -43,4 +43,4 @@ for node in "${nodes[@]:1}"; do
 done
 sleep 5
 
-"$PY" preprocessing/encode_latents.py --ray-address "$head_ip:$port" --no-progress "$@"
+"$BIN/uva-encode" --ray-address "$head_ip:$port" --no-progress "$@"

@@ -3,6 +3,10 @@
 #
 #   sbatch --nodes=2 --ntasks-per-node=8 --gpus-per-node=8 slurm/pretrain.sh --config configs/pretrain/default.yaml
 #
+# Every task runs the console script uva-pretrain (uva-finetune for slurm/finetune.sh); rank, world
+# size, local rank and the rendezvous (first node, a port derived from the job id unless
+# MASTER_PORT is set) come from Slurm's variables (pipeline/components/distributed.py).
+#
 # Slurm sends SIGUSR1 120 s before the time limit (--signal); every rank then checkpoints and
 # exits 124, and the job requeues itself and resumes from the latest complete checkpoint.
 #SBATCH --job-name=uva-pretrain
@@ -15,10 +19,9 @@
 #SBATCH --output=logs/%x-%j.out
 set -uo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
-PY=${PYTHON:-.venv/bin/python}
+BIN=$(dirname "${PYTHON:-.venv/bin/python}")  # the environment holding the console scripts
+ENTRY=${UVA_ENTRY:-uva-pretrain}
 mkdir -p logs
-export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-export MASTER_PORT=${MASTER_PORT:-$((29500 + SLURM_JOB_ID % 1000))}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
 
 # Rank 0 writes this file once the preemption checkpoint is complete: the requeue decision
@@ -27,12 +30,11 @@ export UVA_PREEMPT_MARKER=${UVA_PREEMPT_MARKER:-$PWD/logs/.preempted-$SLURM_JOB_
 rm -f "$UVA_PREEMPT_MARKER"
 
 # srun forwards the signal to every task; the training code handles it.
-# UVA_ENTRY: the entry point (slurm/finetune.sh runs pipeline.finetune through this script).
-srun --kill-on-bad-exit=1 "$PY" -m "${UVA_ENTRY:-pipeline.train}" "$@"
+srun --kill-on-bad-exit=1 "$BIN/$ENTRY" "$@"
 code=$?
 if [ "$code" -eq 124 ] || [ -f "$UVA_PREEMPT_MARKER" ]; then
   rm -f "$UVA_PREEMPT_MARKER"
-  echo "[${UVA_ENTRY:-pipeline.train}] preempted: checkpointed, requeueing job $SLURM_JOB_ID"
+  echo "[$ENTRY] preempted: checkpointed, requeueing job $SLURM_JOB_ID"
   scontrol requeue "$SLURM_JOB_ID"
   exit 0
 fi

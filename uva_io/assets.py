@@ -37,13 +37,14 @@ def artifacts_root() -> Path:
 
 def _find(path: str | Path, root: Path, folder: str, what: str) -> Path:
     given = Path(path)
-    if given.exists() or given.is_absolute():
+    if given.exists():
         return given
-    parts = given.parts[1:] if given.parts[:1] == (folder,) else given.parts
-    candidate = root.joinpath(*parts) if parts else root
-    if candidate.exists():
-        return candidate
-    raise ValueError(f"{what} '{path}' does not exist here nor among the installed {folder} ({root})")
+    if not given.is_absolute():
+        parts = given.parts[1:] if given.parts[:1] == (folder,) else given.parts
+        candidate = root.joinpath(*parts) if parts else root
+        if candidate.exists():
+            return candidate
+    raise ValueError(f"{what} '{path}' does not exist (nor under the installed {folder}, {root})")
 
 
 def find_config(path: str | Path) -> Path:

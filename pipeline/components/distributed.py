@@ -3,7 +3,8 @@
 Rank, world size, local rank and the rendezvous address come from, in order:
 - torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT already set),
 - Slurm: srun, sbatch scripts and submitit alike (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID,
-  the first host of SLURM_JOB_NODELIST; submitit's TorchDistributedEnvironment reads them),
+  the first host of SLURM_JOB_NODELIST, read through submitit's Slurm job environment; the port
+  from MASTER_PORT, else derived from the job id),
 - a single process: rank 0 of 1 on 127.0.0.1 and a free port unless MASTER_PORT is given, so
   two jobs on one machine do not collide.
 The values are exported for torch.distributed's env:// rendezvous. The device comes from the
@@ -40,11 +41,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _from_slurm() -> dict[str, str]:
-    from submitit.helpers import TorchDistributedEnvironment
+    """Rank and rendezvous of a Slurm task (srun, an sbatch script or submitit alike)."""
+    import random
 
-    env = TorchDistributedEnvironment()  # hostnames parsed from SLURM_JOB_NODELIST, no scontrol
-    return {"RANK": str(env.rank), "WORLD_SIZE": str(env.world_size), "LOCAL_RANK": str(env.local_rank),
-            "MASTER_ADDR": env.master_addr, "MASTER_PORT": str(env.master_port)}
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    job = SlurmJobEnvironment()  # reads SLURM_*; parses SLURM_JOB_NODELIST without scontrol
+    # every task of the job derives the same port from the job id (as submitit's helper does)
+    port = random.Random(job.job_id).randint(20000, 60000)
+    return {"RANK": str(job.global_rank), "WORLD_SIZE": str(job.num_tasks), "LOCAL_RANK": str(job.local_rank),
+            "MASTER_ADDR": job.hostnames[0], "MASTER_PORT": str(port)}
 
 
 def dist_env() -> DistEnv:

@@ -15,9 +15,8 @@ from pipeline.data import (
     WindowConfig,
     cut_windows,
     make_loader,
-    normalize,
-    unnormalize,
 )
+from pipeline.robots import normalize_actions, unnormalize_actions
 from uva_io.files import npy_bytes
 from uva_io.shardset import INDEX_FORMAT, compute_action_stats, iter_tar_samples, write_shard
 
@@ -69,7 +68,7 @@ def test_cut_windows_layout():
 def test_normalization_round_trip(mode):
     x = np.random.default_rng(0).normal(3, 2, (100, 3))
     stats = {"mean": x.mean(0), "std": x.std(0), "q01": np.quantile(x, 0.01, 0), "q99": np.quantile(x, 0.99, 0)}
-    assert np.allclose(unnormalize(normalize(x, stats, mode), stats, mode), x)
+    assert np.allclose(unnormalize_actions(normalize_actions(x, stats, mode), stats, mode), x)
 
 
 def test_refuses_foreign_vae(tmp_path):
@@ -112,7 +111,7 @@ def test_proprio_at_history_frames_normalized_and_zero_without(tmp_path):
     assert all(b["proprio"].shape == (2, 4) for b in batch) and robot
     for b in robot:  # normalized with the stored statistics, zero-padded to proprio_dim
         assert b["proprio"][:, 3].abs().sum() == 0 and np.abs(b["proprio"][:, :3].numpy()).max() < 3
-        assert np.allclose(np.diff(unnormalize(b["proprio"][:, :3].numpy(), stats, "mean_std"), axis=0), 2, atol=1e-3)
+        assert np.allclose(np.diff(unnormalize_actions(b["proprio"][:, :3].numpy(), stats, "mean_std"), axis=0), 2, atol=1e-3)
     assert all(b["proprio"].abs().sum() == 0 for b in batch if not b["has_actions"])
     assert "proprio" not in next(iter(MixedStream(DataConfig(sources=cfg.sources[:1], window=cfg.window,
                                                              shuffle_buffer=1, num_workers=0))))
@@ -130,7 +129,7 @@ def test_episode_pool_interleaves_episodes_and_gives_each_window_once_per_pass(t
         for _ in range(n):
             win = next(it)
             lat = float(win["history"][0, 0, 0, 0])  # e + t
-            state = float(unnormalize(win["proprio"][0].numpy(), stats, "mean_std")[0])  # 10 e + t
+            state = float(unnormalize_actions(win["proprio"][0].numpy(), stats, "mean_std")[0])  # 10 e + t
             e = round((state - lat) / 9)
             out.append((e, round(lat) - e))
         return out
