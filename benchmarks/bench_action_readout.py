@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -27,14 +26,12 @@ import numpy as np
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.data import WindowConfig, cut_windows  # noqa: E402
-from pipeline.export import export_bundle  # noqa: E402
-from pipeline.robots import RobotConfig, load_robot, normalize_actions  # noqa: E402
-from uva import UVA, model_config  # noqa: E402
-from uva.modes import MODE_INDEX, mode_weights_tensor  # noqa: E402
-from uva_io.shardset import iter_tar_samples  # noqa: E402
+from pipeline.data import WindowConfig, cut_windows
+from pipeline.export import export_bundle
+from pipeline.robots import RobotConfig, load_robot, normalize_actions
+from uva import UVA, model_config
+from uva.modes import MODE_INDEX, mode_weights_tensor
+from uva_io.shardset import iter_tar_samples
 
 
 def load_windows(root: Path, robot: RobotConfig, stats: dict, w: WindowConfig, val: int):

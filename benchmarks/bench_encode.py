@@ -21,11 +21,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from preprocessing.encode import EncodeConfig, FrameEncoder  # noqa: E402
-from preprocessing.sources import read_manifest  # noqa: E402
-from uva_io.config import load_config  # noqa: E402
-from uva_io.video import read_clip  # noqa: E402
+from preprocessing.encode import EncodeConfig, FrameEncoder
+from preprocessing.sources import read_manifest
+from uva_io.config import load_config
+from uva_io.video import read_clip
 
 
 def main() -> None:
@@ -39,7 +38,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_encode_"))
     manifest = args.manifest
     if manifest is None:
-        subprocess.run([sys.executable, str(ROOT / "preprocessing/make_synthetic_demos.py"), "--output",
+        subprocess.run([str(Path(sys.executable).parent / "uva-make-synthetic-demos"), "--output",
                         str(work / "demos"), "--num-episodes", str(args.episodes), "--num-steps", "100"],
                        check=True, capture_output=True)
         manifest = str(work / "demos" / "manifest.jsonl")
@@ -64,7 +63,7 @@ def main() -> None:
     encode_s = time.perf_counter() - t
     print(f"encode-only : {frames / encode_s:9.1f} frames/s  (batch {cfg.batch_size}, {torch.get_num_threads()} threads)")
 
-    cmd = [sys.executable, str(ROOT / "preprocessing/encode_latents.py"), "--no-progress", "--config", args.config,
+    cmd = [str(Path(sys.executable).parent / "uva-encode"), "--no-progress", "--config", args.config,
            "--manifest", manifest, "--output", str(work / "latents"), *sum((["--set", s] for s in args.set), [])]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)

@@ -11,14 +11,11 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from uva import UVA, count_parameters, model_config  # noqa: E402
+from uva import UVA, count_parameters, model_config
 
 
 def measure(model: UVA, steps: int, runs: int, device: str, dtype: torch.dtype | None) -> float:

@@ -8,15 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from preprocessing import make_pusht_demos  # noqa: E402
-from uva_sim.pusht.runner import TEST_SEEDS, evaluate  # noqa: E402
+from preprocessing import make_pusht_demos
+from uva_sim.pusht.runner import TEST_SEEDS, evaluate_policy
 
 
 def main() -> None:
@@ -26,7 +22,7 @@ def main() -> None:
     args = p.parse_args()
     print(f"# {time.strftime('%Y-%m-%d')} {platform.node()} cpus={os.cpu_count()} workers={args.workers}")
     for name in ("expert", "random"):
-        r = evaluate(name, TEST_SEEDS, workers=args.workers, log=None)
+        r = evaluate_policy(name, TEST_SEEDS, workers=args.workers, log=None)
         fails = [e["seed"] for e in r["episodes"] if not e["success"]]
         print(f"{name}: score {r['score']:.4f} success rate {r['success_rate']:.3f} over {r['num_episodes']} seeds, "
               f"mean steps {r['mean_steps']:.1f}, wall {r['seconds']:.1f} s, failed seeds {fails}")

@@ -96,7 +96,8 @@ AccountingStorageType=accounting_storage/none
 NodeName={host} NodeAddr=127.0.0.1 CPUs={ncpu} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """)
-    env = {**os.environ, "SLURM_CONF": str(conf)}
+    launch = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # the job's tasks set their own
+    env = {**{k: v for k, v in os.environ.items() if k not in launch}, "SLURM_CONF": str(conf)}
     procs = [subprocess.Popen([sbin("slurmctld"), "-D", "-i", "-f", str(conf)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True),
              subprocess.Popen([sbin("slurmd"), "-D", "-N", host, "-f", str(conf)], env=env,

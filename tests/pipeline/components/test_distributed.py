@@ -17,9 +17,14 @@ LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
 
 @pytest.fixture
 def clean_env(monkeypatch):
+    """No launcher variables during the test; the environment exactly as before after it (dist_env
+    exports RANK & co., which would make later launches in this process look like rank 0 of 1)."""
+    saved = dict(os.environ)
     for key in LAUNCH_VARS:
         monkeypatch.delenv(key, raising=False)
-    return monkeypatch
+    yield monkeypatch
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_single_process_picks_a_free_port_unless_given(clean_env):
