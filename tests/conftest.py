@@ -17,6 +17,22 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from uva import UVA, model_config  # noqa: E402
 
 
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_launch_variables():
+    """A test that runs training in-process exports RANK, MASTER_ADDR & co.; left behind, they
+    would make every later launch from this process join that rendezvous. Put them back."""
+    before = {k: os.environ.get(k) for k in LAUNCH_VARS}
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def cli(name: str) -> str:
     """The path of one of the project's console scripts in the environment running the tests."""
     return str(Path(sys.executable).parent / name)

@@ -16,13 +16,14 @@ LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
 
 
 @pytest.fixture
-def clean_env(monkeypatch):
-    """No launcher variables during the test; the environment exactly as before after it (dist_env
-    exports RANK & co., which would make later launches in this process look like rank 0 of 1)."""
+def clean_env():
+    """No launcher variables during the test, and the environment exactly as before after it:
+    dist_env exports RANK, MASTER_PORT & co., which would pin every later launch from this process
+    to one port and one rank. (Not monkeypatch: it would restore the values dist_env set.)"""
     saved = dict(os.environ)
     for key in LAUNCH_VARS:
-        monkeypatch.delenv(key, raising=False)
-    yield monkeypatch
+        os.environ.pop(key, None)
+    yield os.environ
     os.environ.clear()
     os.environ.update(saved)
 
@@ -33,18 +34,18 @@ def test_single_process_picks_a_free_port_unless_given(clean_env):
     assert os.environ["MASTER_PORT"] == str(env.master_port)
     with socket.socket() as s:  # nobody else holds it
         s.bind(("127.0.0.1", env.master_port))
-    clean_env.delenv("MASTER_PORT")
+    del clean_env["MASTER_PORT"]
     with socket.socket() as busy:  # a second job on the machine holds a port: the next pick differs
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         assert free_port() != busy.getsockname()[1]
-    clean_env.setenv("MASTER_PORT", "31234")
+    clean_env["MASTER_PORT"] = "31234"
     assert dist_env().master_port == 31234
 
 
 def test_torchrun_variables_are_taken_as_they_are(clean_env):
     for k, v in {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "10.0.0.7", "MASTER_PORT": "29999"}.items():
-        clean_env.setenv(k, v)
+        clean_env[k] = v
     assert dist_env() == distributed.DistEnv(3, 4, 1, "10.0.0.7", 29999)
 
 
@@ -52,12 +53,12 @@ def test_slurm_task_of_a_two_node_job(clean_env):
     """What srun sets for task 9 of 2 nodes x 8 tasks: global rank 9, local rank 1, node 1."""
     for k, v in {"SLURM_JOB_ID": "4242", "SLURM_PROCID": "9", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1",
                  "SLURM_NODEID": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu-node[07-08]"}.items():
-        clean_env.setenv(k, v)
+        clean_env[k] = v
     env = dist_env()
     assert (env.rank, env.world_size, env.local_rank, env.master_addr) == (9, 16, 1, "gpu-node07")
     assert os.environ["RANK"] == "9" and os.environ["LOCAL_RANK"] == "1"
-    clean_env.setenv("MASTER_PORT", "29876")  # slurm/pretrain.sh's choice wins over submitit's
-    clean_env.setenv("MASTER_ADDR", "10.1.1.1")
+    clean_env["MASTER_PORT"] = "29876"  # slurm/pretrain.sh's choice wins over submitit's
+    clean_env["MASTER_ADDR"] = "10.1.1.1"
     assert (dist_env().master_addr, dist_env().master_port) == ("10.1.1.1", 29876)
 
 
