@@ -15,6 +15,7 @@ import torch
 
 from preprocessing.sources import Episode, load_array
 from uva_io.files import npy_bytes
+from uva_io.vae_bundle import encode_frames, load_vae
 from uva_io.video import DecodeError, read_clip
 
 
@@ -79,8 +80,6 @@ class FrameEncoder:
     """Runs a frozen VAE over uint8 frames in fixed-size batches (on the GPU when there is one)."""
 
     def __init__(self, vae_path: str, preset: str | None, batch_size: int, threads: int = 1):
-        from uva_io.vae_bundle import load_vae
-
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.device == "cpu":
             torch.set_num_threads(threads)
@@ -89,8 +88,6 @@ class FrameEncoder:
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) uint8 -> (T, C, h, w) float16 scaled latents."""
-        from uva_io.vae_bundle import encode_frames
-
         return encode_frames(self.vae, frames, self.batch_size)
 
     def encode_episode(self, decoded: dict) -> dict:
