@@ -289,13 +289,10 @@ class MixedStream(torch.utils.data.IterableDataset):
             yield next(iters[rng.choice(len(iters), p=self.probs)])
 
 
-def batch_to_device(batch: dict, device, bf16: bool) -> dict:
-    """A loader batch on ``device``; floating tensors in bf16 when ``bf16``."""
-    out = {}
-    for k, v in batch.items():
-        v = v.to(device, non_blocking=True)
-        out[k] = v.to(torch.bfloat16) if bf16 and v.is_floating_point() else v
-    return out
+def batch_to_device(batch: dict, device) -> dict:
+    """A loader batch on ``device``, dtypes kept: latents, actions and proprioception stay float32
+    (the model casts its inputs to its compute dtype; diffusion targets stay float32)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def make_loader(cfg: DataConfig, batch_size: int, rank: int = 0, world_size: int = 1,

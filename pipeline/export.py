@@ -6,7 +6,8 @@
       policy.json         model config, robot (action meaning, units, rate, cameras), action
                           statistics and normalization, the frame layout (history frames, their
                           spacing in control steps, actions per chunk), VAE identity, sampling steps,
-                      proprioception statistics (models that take proprioception)
+                      proprioception statistics (models that take proprioception), the VAE
+                      precision the latents were encoded in
 
 Written to a temporary folder and renamed into place: a bundle is whole or absent.
 """
@@ -36,9 +37,11 @@ def _stat_fields(stats: dict) -> dict:
 
 def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, robot, stats: dict,
                   window: dict, vae_path: str | Path, vae_identity: str, sampling_steps: int = 16,
-                  camera: str = "main", source: dict | None = None, proprio_stats: dict | None = None) -> Path:
+                  camera: str = "main", source: dict | None = None, proprio_stats: dict | None = None,
+                  vae_precision: str = "fp32") -> Path:
     """Write the bundle; ``robot`` is a RobotConfig, ``stats`` its entry of the shards' stats.json,
-    ``proprio_stats`` its proprioception statistics when the model takes proprioception."""
+    ``proprio_stats`` its proprioception statistics when the model takes proprioception,
+    ``vae_precision`` the arithmetic the shards' latents were encoded in (the policy uses it)."""
     from uva.vae import vae_identity as identity_of
     from uva_io.vae_bundle import load_vae, save_vae
 
@@ -67,7 +70,8 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
         "window": window,
         "image_size": int(vae.config.resolution),
         "camera": camera,
-        "vae": {"file": "vae.safetensors", "identity": vae_identity, "scale": float(vae.config.scale)},
+        "vae": {"file": "vae.safetensors", "identity": vae_identity, "scale": float(vae.config.scale),
+                "precision": vae_precision},
         "sampling_steps": int(sampling_steps),
         "source": source or {},
     }

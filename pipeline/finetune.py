@@ -214,7 +214,7 @@ def do_export(cfg: FinetuneConfig, last: TrainConfig, info: dict, vae: str | Non
     return export_bundle(Path(cfg.run_dir) / "export", weights, arch, info["robot"], info["stats"], window,
                          vae_path, index["vae"], cfg.export_sampling_steps, cam,
                          source={"checkpoint": str(step_dir), "pretrained": info["weights"]},
-                         proprio_stats=info["proprio_stats"])
+                         proprio_stats=info["proprio_stats"], vae_precision=index.get("vae_precision", "fp32"))
 
 
 def main(argv: list[str] | None = None) -> None:

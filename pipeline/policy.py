@@ -10,7 +10,13 @@
 
 Inference is the decoupled path: one backbone pass with every future token masked, then the
 action head's diffusion sampling; no video is generated. Frames go through the same resize,
-crop and VAE as the training data. The object also follows the evaluation runner's policy
+crop and VAE (in the precision the shards were encoded in) as the training data.
+
+On a GPU (``device="cuda"``) the model runs in bf16 and the call goes through
+``uva.sampler.ActionSampler``: static shapes, noise drawn up front on the device, the whole call
+recorded in a CUDA graph (``backend="graph"``, the default there; "compile" and "eager" are the
+alternatives) during loading, so the first ``predict`` is as fast as the rest. On the CPU the
+model runs in float32, step by step (``backend="none"``), as it always has. The object also follows the evaluation runner's policy
 interface (``num_obs``, ``reset(seed)``, ``__call__(obs, num_actions)``; proprioception from
 ``obs["proprio"]``, else ``obs["agent_pos"]``).
 """
@@ -24,6 +30,9 @@ import numpy as np
 import torch
 
 from pipeline.export import BUNDLE_FORMAT
+from uva import rng
+
+POLICY_BACKENDS = ("auto", "none", "eager", "graph", "compile")
 
 
 def control_steps_per_action(window: dict) -> int:
@@ -36,7 +45,7 @@ class UVAPolicy:
     needs_state = False
 
     def __init__(self, bundle: str | Path, device: str = "cpu", sampling_steps: int | None = None,
-                 temperature: float | None = None):
+                 temperature: float | None = None, backend: str = "auto", precision: str = "auto"):
         from safetensors.torch import load_file
 
         from pipeline.robots import RobotConfig
@@ -53,13 +62,21 @@ class UVAPolicy:
         if meta.get("format") != BUNDLE_FORMAT:
             raise ValueError(f"policy bundle {self.root}: format {meta.get('format')!r}, expected {BUNDLE_FORMAT!r}")
         self.meta = meta
-        self.device = device
+        self.device = torch.device(device)
+        on_gpu = self.device.type == "cuda"
+        if backend not in POLICY_BACKENDS:
+            raise ValueError(f"policy backend must be one of {POLICY_BACKENDS}, got {backend!r}")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"policy precision must be auto, fp32 or bf16, got {precision!r}")
+        self.backend = ("graph" if on_gpu else "none") if backend == "auto" else backend
+        self.precision = ("bf16" if on_gpu else "fp32") if precision == "auto" else precision
         self.config = from_dict(UVAConfig, meta["model_config"], prefix="model_config")
         self.robot = from_dict(RobotConfig, meta["robot"], prefix="robot")
         self.model = UVA(self.config)
         self.model.load_state_dict(load_file(str(self.root / "model.safetensors")))
-        self.model.eval().to(device)
-        self.vae = load_vae(self.root / meta["vae"]["file"], device=device)  # checks its identity file
+        self.model.eval().to(self.device, torch.bfloat16 if self.precision == "bf16" else torch.float32)
+        self.vae = load_vae(self.root / meta["vae"]["file"], device=self.device)  # checks its identity file
+        self.vae_precision = meta["vae"].get("precision", "fp32")  # bundles before it was recorded: fp32
         vae_meta = json.loads((self.root / meta["vae"]["file"]).with_suffix(".json").read_text())
         if vae_meta.get("identity") != meta["vae"]["identity"]:
             raise ValueError(f"policy bundle {self.root}: VAE identity {vae_meta.get('identity')} is not the "
@@ -81,7 +98,13 @@ class UVAPolicy:
         if self.proprio_dim and not self.proprio_stats:
             raise ValueError(f"policy bundle {self.root}: the model takes proprioception but policy.json "
                              f"has no proprio_stats")
-        self.generator = torch.Generator(device="cpu").manual_seed(0)
+        self.generator = rng.generator(0, self.device)
+        self.sampler = None
+        if self.backend != "none":
+            from uva.sampler import ActionSampler
+
+            self.sampler = ActionSampler(self.model, self.sampling_steps, batch_size=1, temperature=self.temperature,
+                                         backend=self.backend)
 
     # -- runner interface ----------------------------------------------------------------
     @property
@@ -89,7 +112,7 @@ class UVAPolicy:
         return (self.num_history - 1) * self.frame_stride + 1
 
     def reset(self, seed: int = 0) -> None:
-        self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        self.generator = rng.generator(seed, self.device)
 
     def __call__(self, obs: dict, num_actions: int) -> np.ndarray:
         frames = np.asarray(obs["image"])[:: self.frame_stride][-self.num_history:]
@@ -108,18 +131,23 @@ class UVAPolicy:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-        z = encode_frames(self.vae, resize_center_crop(frames, self.image_size))  # float16, as in the shards
+        z = encode_frames(self.vae, resize_center_crop(frames, self.image_size), precision=self.vae_precision)
         return torch.from_numpy(z).float().unsqueeze(0)
 
     @torch.no_grad()
     def predict_normalized(self, history: torch.Tensor, generator: torch.Generator | None = None,
                            proprio: torch.Tensor | None = None) -> np.ndarray:
         """(1, num_history, C, h, w) latents [, (1, num_history, P) normalized proprioception]
-        -> (action_horizon, action_dim) model-unit actions."""
+        -> (action_horizon, action_dim) model-unit actions. ``generator`` must be on the policy's
+        device (``uva.rng.generator(seed, policy.device)``)."""
         g = generator if generator is not None else self.generator
-        out = self.model.predict_action(history.to(self.device), num_steps=self.sampling_steps, generator=g,
-                                        proprio=None if proprio is None else proprio.to(self.device),
-                                        temperature=self.temperature)
+        history = history.to(self.device)
+        proprio = None if proprio is None else proprio.to(self.device)
+        if self.sampler is not None:
+            out = self.sampler(history, proprio, generator=g)
+        else:
+            out = self.model.predict_action(history, num_steps=self.sampling_steps, generator=g, proprio=proprio,
+                                            temperature=self.temperature)
         return out[0].float().cpu().numpy()
 
     def normalize_proprio(self, proprio: np.ndarray) -> torch.Tensor:
@@ -157,5 +185,6 @@ class UVAPolicy:
 
 
 def load_policy(bundle: str | Path, device: str = "cpu", sampling_steps: int | None = None,
-                temperature: float | None = None) -> UVAPolicy:
-    return UVAPolicy(bundle, device=device, sampling_steps=sampling_steps, temperature=temperature)
+                temperature: float | None = None, backend: str = "auto", precision: str = "auto") -> UVAPolicy:
+    return UVAPolicy(bundle, device=device, sampling_steps=sampling_steps, temperature=temperature,
+                     backend=backend, precision=precision)

@@ -76,7 +76,9 @@ def run(argv: list[str] | None = None) -> dict:
                         "horizon; 8 for expert and random)")
     p.add_argument("--output", default=None, help="results folder (default runs/eval/<policy name>)")
     p.add_argument("--no-videos", action="store_true", help="do not save rollout videos")
-    p.add_argument("--device", default="cpu", help="torch device for bundle policies")
+    p.add_argument("--device", default="cpu", help="torch device for bundle policies (cuda: bf16 + CUDA graph)")
+    p.add_argument("--backend", default="auto", choices=("auto", "none", "eager", "graph", "compile"),
+                   help="policy call path (auto: graph on cuda, step by step on cpu)")
     p.add_argument("--sampling-steps", type=int, default=None,
                    help="reverse diffusion steps of a bundle policy (default: the bundle's)")
     p.add_argument("--temperature", type=float, default=None,
@@ -97,7 +99,7 @@ def run(argv: list[str] | None = None) -> dict:
         if not Path(spec).is_dir():
             p.error(f"--policy {spec}: not 'expert' or 'random', and no policy bundle folder there")
         spec = functools.partial(load_policy, spec, device=args.device, sampling_steps=args.sampling_steps,
-                                 temperature=args.temperature)
+                                 temperature=args.temperature, backend=args.backend)
     result = evaluate_policy(spec, seeds, workers=min(args.workers, len(seeds)), max_steps=args.max_steps,
                              action_steps=args.action_steps, video_dir=None if args.no_videos else out / "videos",
                              name=args.policy)

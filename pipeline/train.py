@@ -32,7 +32,7 @@ from pipeline.components.metrics import FlopCounter, StepMeter, Tracker, peak_fl
 from pipeline.data import batch_to_device, make_loader
 from pipeline.train_config import TrainConfig
 from pipeline.validation import Validator
-from uva import UVA, count_parameters, model_config
+from uva import UVA, count_parameters, model_config, rng
 from uva.config import UVAConfig
 from uva.modes import mode_weights_tensor
 from uva_io.config import load_config, to_dict
@@ -90,7 +90,7 @@ def train(cfg: TrainConfig, load=load_weights) -> dict:
     model, mcfg = build_model(cfg, rank, load)
     engine, sched = build_engine(model, cfg, world, bf16)
     ema = EMA(engine.module, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + rank)
+    gen = rng.generator(cfg.seed * 1000 + rank, device)  # masks, modes and noise, drawn on the device
 
     ckpts = RunCheckpoints(run_dir / "checkpoints", cfg.keep_last)
     step, run_id = 0, None
@@ -138,7 +138,7 @@ def train(cfg: TrainConfig, load=load_weights) -> dict:
             step_loss = 0.0
             for _ in range(cfg.grad_accum_steps):
                 with meter.waiting():
-                    batch = batch_to_device(next(loader), device, bf16)
+                    batch = batch_to_device(next(loader), device)
                 with flops.count():
                     out = engine(**batch, mode_weights=weights, generator=gen)
                     engine.backward(out["loss"])

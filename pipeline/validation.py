@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from uva import rng
 from uva.model import UVA
 from uva.modes import MODE_NAMES, mode_weights_tensor
 
@@ -100,9 +101,9 @@ class Validator:
         if self.loader is None:
             self._start()
         cfg = self.cfg
-        batch = batch_to_device(next(self.loader), self.device, self.bf16)
+        batch = batch_to_device(next(self.loader), self.device)
         res = evaluate(model, batch, cfg.eval_sampling_steps, cfg.eval_iters,
-                       torch.Generator(device="cpu").manual_seed(cfg.seed + step))
+                       rng.generator(cfg.seed + step, self.device))
         metrics = res["metrics"]
         if self.vae is not None:
             path = Path(cfg.run_dir) / "eval" / f"prediction_step{step:07d}.mp4"

@@ -34,6 +34,7 @@ class EncodeConfig:
     encoder_threads: int = 1  # torch CPU threads per VAE actor
     max_in_flight: int = 4  # episodes decoded/encoded at once (bounds memory)
     min_frames: int = 2  # episodes shorter than this (after resampling) are skipped
+    vae_precision: str = "auto"  # fp32, bf16, or auto (bf16 when the VAE actors have GPUs); kept in index.json
 
     # settings that change what is written; a resumed run must agree on these
     OUTPUT_KEYS = ("fps", "resolution", "episodes_per_shard", "shard_prefix", "min_frames")
@@ -45,6 +46,8 @@ class EncodeConfig:
                     "encoder_threads", "max_in_flight", "min_frames"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"config key '{key}' must be positive, got {getattr(self, key)}")
+        if self.vae_precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"config key 'vae_precision' must be auto, fp32 or bf16, got {self.vae_precision!r}")
         if not self.shard_prefix or "/" in self.shard_prefix:
             raise ValueError(f"config key 'shard_prefix' must be a plain name, got {self.shard_prefix!r}")
 
@@ -79,8 +82,10 @@ def decode_episode(ep: Episode, cfg: EncodeConfig) -> dict:
 class FrameEncoder:
     """Runs a frozen VAE over uint8 frames in fixed-size batches (on the GPU when there is one)."""
 
-    def __init__(self, vae_path: str, preset: str | None, batch_size: int, threads: int = 1):
+    def __init__(self, vae_path: str, preset: str | None, batch_size: int, threads: int = 1,
+                 precision: str = "fp32"):
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.precision = precision
         if self.device == "cpu":
             torch.set_num_threads(threads)
         self.vae = load_vae(vae_path, preset=preset, device=self.device)
@@ -88,7 +93,7 @@ class FrameEncoder:
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) uint8 -> (T, C, h, w) float16 scaled latents."""
-        return encode_frames(self.vae, frames, self.batch_size)
+        return encode_frames(self.vae, frames, self.batch_size, self.precision)
 
     def encode_episode(self, decoded: dict) -> dict:
         if "error" in decoded:

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from uva.vae import vae_identity
-    from uva_io.vae_bundle import load_vae
+    from uva_io.vae_bundle import load_vae, resolve_precision
 
     cfg = load_config(EncodeConfig, args.config, args.set)
     vae = load_vae(cfg.vae, preset=cfg.vae_preset)
@@ -146,9 +146,16 @@ def run(args: argparse.Namespace) -> int:
         ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False,
                  ignore_reinit_error=True, logging_level=logging.WARNING)
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+        # a resumed run keeps the precision its shards were written with
+        written = written_precision(out, shards, cfg)
+        if written and cfg.vae_precision not in ("auto", written):
+            raise ValueError(f"{out} holds shards encoded in {written}, config asks vae_precision="
+                             f"{cfg.vae_precision}; use a new --output or delete the folder")
+        precision = written or resolve_precision(cfg.vae_precision, use_gpu)
+        print(f"[encode] VAE actors on {'GPU' if use_gpu else 'CPU'}, {precision}", flush=True)
         decode_task = ray.remote(num_cpus=1)(decode_episode)
         actor_cls = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=0 if use_gpu else 1)(FrameEncoder)
-        actors = [actor_cls.remote(cfg.vae, cfg.vae_preset, cfg.batch_size, cfg.encoder_threads)
+        actors = [actor_cls.remote(cfg.vae, cfg.vae_preset, cfg.batch_size, cfg.encoder_threads, precision)
                   for _ in range(cfg.num_encoders)]
         cfg_ref = ray.put(cfg)
         jobs = [(s, j, ep) for s in todo for j, ep in enumerate(shards[s])]
@@ -172,14 +179,23 @@ def run(args: argparse.Namespace) -> int:
             if progress:
                 progress.update(1)
             if len(results[s]) == len(shards[s]):
-                frames_done += write_complete_shard(out, cfg, s, shards[s], results.pop(s), vae_id)
+                frames_done += write_complete_shard(out, cfg, s, shards[s], results.pop(s), vae_id, precision)
         if progress:
             progress.close()
     return finalize(out, cfg, shards, errors, vae_id, identity, frames_done, time.time() - started, args.strict)
 
 
+def written_precision(out: Path, shards: list, cfg: EncodeConfig) -> str | None:
+    """The VAE precision of the shards already written here (None when there are none)."""
+    for i in range(len(shards)):
+        sidecar = out / f"{shard_name(cfg.shard_prefix, i)}.json"
+        if sidecar.is_file():
+            return json.loads(sidecar.read_text()).get("vae_precision", "fp32")
+    return None
+
+
 def write_complete_shard(out: Path, cfg: EncodeConfig, idx: int, eps: list[Episode],
-                         results: dict[int, dict], vae_id: str) -> int:
+                         results: dict[int, dict], vae_id: str, precision: str) -> int:
     samples, records, skipped, frames = [], {}, [], 0
     for j, ep in enumerate(eps):
         res = results[j]
@@ -192,7 +208,7 @@ def write_complete_shard(out: Path, cfg: EncodeConfig, idx: int, eps: list[Episo
         records[ep.episode_id] = record
         frames += record["num_frames"]
     sidecar = {"shard": shard_name(cfg.shard_prefix, idx), "episodes": records, "skipped": skipped,
-               "num_frames": frames, "vae": vae_id}
+               "num_frames": frames, "vae": vae_id, "vae_precision": precision}
     write_shard(out, cfg.shard_prefix, idx, samples, sidecar)
     return frames
 
@@ -211,9 +227,15 @@ def finalize(out: Path, cfg: EncodeConfig, shards: list, errors: list[dict], vae
         for ep_id, rec in sidecar["episodes"].items():
             episodes[ep_id] = rec | {"shard": f"{name}.tar"}
         skipped += sidecar["skipped"]
+    precisions = {json.loads((out / f"{shard_name(cfg.shard_prefix, i)}.json").read_text()).get("vae_precision", "fp32")
+                  for i in range(len(shards))}
+    if len(precisions) > 1:
+        raise ValueError(f"{out}: shards were encoded with VAE precisions {sorted(precisions)}; set "
+                         f"vae_precision and re-encode into a new --output")
     total_frames = sum(s["num_frames"] for s in index_shards)
     stats = compute_action_stats(tar_paths)
     index = {"format": INDEX_FORMAT, "vae": vae_id, "vae_config": identity["vae_config"],
+             "vae_precision": precisions.pop() if precisions else "fp32",
              "config": to_dict(cfg), "shard_prefix": cfg.shard_prefix, "shards": index_shards,
              "episodes": episodes, "num_episodes": len(episodes), "num_frames": total_frames,
              "num_skipped": len(skipped), "robots": sorted({r["robot"] for r in episodes.values()})}

@@ -4,7 +4,10 @@ Training: ``loss(model_fn, x0, cond)`` draws a timestep per row and returns the 
 (MSE on epsilon plus the variational bound that trains the variance, as in improved DDPM).
 Sampling: ``respaced(k).sample(model_fn, shape, cond)`` runs ``k`` ancestral steps spread over
 the 1000 training steps; ``k`` is chosen at run time (100 for quality, 8-16 for a fast policy).
-All schedule arithmetic is float64 on the host and float32 on the device, also under autocast.
+The schedule is computed in float64 on the host once; each device gets float32 copies of its
+tables (made on first use), so the arithmetic stays float32 under bf16 autocast, and no step
+copies from the host. Random numbers follow ``uva.rng``: the generator lives on the device of
+the tensors it draws.
 """
 
 from __future__ import annotations
@@ -14,19 +17,17 @@ from typing import Callable
 
 import torch
 
+from uva import rng
+
 ModelFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def cosine_alphas_cumprod(num_steps: int, s: float = 0.008) -> torch.Tensor:
     """alpha-bar of the cosine schedule (Nichol & Dhariwal), betas capped at 0.999."""
     f = lambda t: math.cos((t / num_steps + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
-    betas = torch.tensor([min(1 - f(i + 1) / f(i), 0.999) for i in range(num_steps)], dtype=torch.float64)
+    betas = torch.tensor([min(1 - f(i + 1) / f(i), 0.999) for i in range(num_steps)], dtype=torch.float64,
+                         device="cpu")
     return torch.cumprod(1 - betas, 0)
-
-
-def _gather(values: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
-    out = values.to(t.device)[t].float()
-    return out.view(-1, *([1] * (ndim - 1)))
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
@@ -38,12 +39,14 @@ class GaussianDiffusion:
 
     def __init__(self, alphas_cumprod: torch.Tensor, timestep_map: torch.Tensor | None = None,
                  num_train_steps: int | None = None):
-        ac = alphas_cumprod.double()
+        ac = alphas_cumprod.double().cpu()
         self.num_steps = len(ac)
         self.num_train_steps = num_train_steps or self.num_steps
-        self.timestep_map = timestep_map if timestep_map is not None else torch.arange(self.num_steps)
-        ac_prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
+        self.timestep_map = (timestep_map.cpu() if timestep_map is not None
+                             else torch.arange(self.num_steps, device="cpu"))
+        ac_prev = torch.cat([torch.ones(1, dtype=torch.float64, device="cpu"), ac[:-1]])
         self.betas = 1 - ac / ac_prev
+        self.log_betas = torch.log(self.betas)
         self.alphas_cumprod = ac
         self.sqrt_ac = ac.sqrt()
         self.sqrt_one_minus_ac = (1 - ac).sqrt()
@@ -55,6 +58,23 @@ class GaussianDiffusion:
         self.post_c1 = self.betas * ac_prev.sqrt() / (1 - ac)
         self.post_c2 = (1 - ac_prev) * (1 - self.betas).sqrt() / (1 - ac)
         self._respaced: dict[int, GaussianDiffusion] = {}
+        self._device_tables: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    _TABLES = ("sqrt_ac", "sqrt_one_minus_ac", "sqrt_recip_ac", "sqrt_recipm1_ac", "post_log_var", "post_c1",
+               "post_c2", "log_betas")
+
+    def tables(self, device: str | torch.device) -> dict[str, torch.Tensor]:
+        """float32 schedule tables (and the long ``timestep_map``) on ``device``, made once per device."""
+        device = torch.device(device)
+        if device not in self._device_tables:
+            tabs = {k: getattr(self, k).float().to(device) for k in self._TABLES}
+            tabs["timestep_map"] = self.timestep_map.to(device)
+            self._device_tables[device] = tabs
+        return self._device_tables[device]
+
+    def _gather(self, name: str, t: torch.Tensor, ndim: int) -> torch.Tensor:
+        """Table ``name`` at timesteps t (B,), shaped to broadcast over an ndim-d batch."""
+        return self.tables(t.device)[name][t].view(-1, *([1] * (ndim - 1)))
 
     @classmethod
     def cosine(cls, num_steps: int = 1000) -> "GaussianDiffusion":
@@ -67,7 +87,7 @@ class GaussianDiffusion:
         if num_steps == self.num_steps:
             return self
         if num_steps not in self._respaced:
-            use = torch.linspace(0, self.num_steps - 1, num_steps).round().long().unique()
+            use = torch.linspace(0, self.num_steps - 1, num_steps, device="cpu").round().long().unique()
             self._respaced[num_steps] = GaussianDiffusion(
                 self.alphas_cumprod[use], timestep_map=self.timestep_map[use],
                 num_train_steps=self.num_train_steps)
@@ -75,7 +95,7 @@ class GaussianDiffusion:
 
     # --- forward process -------------------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return _gather(self.sqrt_ac, t, x0.ndim) * x0 + _gather(self.sqrt_one_minus_ac, t, x0.ndim) * noise
+        return self._gather("sqrt_ac", t, x0.ndim) * x0 + self._gather("sqrt_one_minus_ac", t, x0.ndim) * noise
 
     def _p_mean_logvar(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_x0: float | None = None):
         """Model output (eps, v) -> (mean, log variance, x0 prediction) of p(x_{t-1} | x_t).
@@ -87,32 +107,35 @@ class GaussianDiffusion:
         """
         eps, v = out.float().chunk(2, dim=-1)
         n = x_t.ndim
-        min_log = _gather(self.post_log_var, t, n)
-        max_log = _gather(torch.log(self.betas), t, n)
+        min_log = self._gather("post_log_var", t, n)
+        max_log = self._gather("log_betas", t, n)
         frac = (v + 1) / 2  # learned interpolation between the two variance bounds
         log_var = frac * max_log + (1 - frac) * min_log
-        x0 = _gather(self.sqrt_recip_ac, t, n) * x_t - _gather(self.sqrt_recipm1_ac, t, n) * eps
+        x0 = self._gather("sqrt_recip_ac", t, n) * x_t - self._gather("sqrt_recipm1_ac", t, n) * eps
         if clip_x0:
             x0 = x0.clamp(-clip_x0, clip_x0)
-        mean = _gather(self.post_c1, t, n) * x0 + _gather(self.post_c2, t, n) * x_t
+        mean = self._gather("post_c1", t, n) * x0 + self._gather("post_c2", t, n) * x_t
         return mean, log_var, x0
 
     # --- training --------------------------------------------------------------------------
     def loss(self, model_fn: ModelFn, x0: torch.Tensor, cond: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
-        """Per-row loss (B,) for targets x0 (B, D) and conditions cond (B, C)."""
+        """Per-row loss (B,) for targets x0 (B, D) and conditions cond (B, C), on x0's device.
+
+        Targets, noise, the schedule and the loss are float32 whatever the model computes in.
+        """
         x0 = x0.float()
-        b = x0.shape[0]
-        t = torch.randint(0, self.num_steps, (b,), device=x0.device, generator=generator)
-        noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+        b, device = x0.shape[0], x0.device
+        t = rng.randint(self.num_steps, (b,), generator, device)
+        noise = rng.randn(x0.shape, generator, device)
         x_t = self.q_sample(x0, t, noise)
-        out = model_fn(x_t, self.timestep_map.to(x0.device)[t], cond).float()
+        out = model_fn(x_t, self.tables(device)["timestep_map"][t], cond).float()
         eps, v = out.chunk(2, dim=-1)
         mse = ((eps - noise) ** 2).mean(-1)
         # variational bound trains only the variance: the mean's gradient comes from the MSE
         mean, log_var, _ = self._p_mean_logvar(torch.cat([eps.detach(), v], -1), x_t, t)
-        true_mean = _gather(self.post_c1, t, 2) * x0 + _gather(self.post_c2, t, 2) * x_t
-        true_log_var = _gather(self.post_log_var, t, 2)
+        true_mean = self._gather("post_c1", t, 2) * x0 + self._gather("post_c2", t, 2) * x_t
+        true_log_var = self._gather("post_log_var", t, 2)
         kl = normal_kl(true_mean, true_log_var, mean, log_var).mean(-1) / math.log(2.0)
         nll = (0.5 * (math.log(2 * math.pi) + log_var + (x0 - mean) ** 2 * (-log_var).exp())).mean(-1) / math.log(2.0)
         vb = torch.where(t == 0, nll, kl)
@@ -122,18 +145,26 @@ class GaussianDiffusion:
     @torch.no_grad()
     def sample(self, model_fn: ModelFn, shape: tuple[int, ...], cond: torch.Tensor,
                generator: torch.Generator | None = None, temperature: float = 1.0,
-               clip_x0: float | None = None) -> torch.Tensor:
-        """Ancestral sampling over this (possibly respaced) schedule; returns x0 (shape)."""
+               clip_x0: float | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Ancestral sampling over this (possibly respaced) schedule on cond's device; returns x0
+        (shape), float32.
+
+        ``noise`` (num_steps, *shape), drawn beforehand, replaces the draws (its first row is the
+        start, row k the noise of the k-th step): the loop then draws nothing and has static
+        shapes, so it can be captured in a CUDA graph or compiled.
+        """
         device = cond.device
-        x = torch.randn(shape, device=device, generator=generator)
-        tmap = self.timestep_map.to(device)
+        if noise is not None and tuple(noise.shape) != (self.num_steps, *shape):
+            raise ValueError(f"noise must be {(self.num_steps, *shape)}, got {tuple(noise.shape)}")
+        x = rng.randn(shape, generator, device) if noise is None else noise[0].float()
+        tmap = self.tables(device)["timestep_map"]
         for i in reversed(range(self.num_steps)):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
             out = model_fn(x, tmap[t], cond)
             mean, log_var, _ = self._p_mean_logvar(out, x, t, clip_x0)
             if i > 0:
-                noise = torch.randn(shape, device=device, generator=generator)
-                x = mean + (0.5 * log_var).exp() * noise * temperature
+                eps = rng.randn(shape, generator, device) if noise is None else noise[self.num_steps - i]
+                x = mean + (0.5 * log_var).exp() * eps * temperature
             else:
                 x = mean
         return x

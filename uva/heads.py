@@ -65,8 +65,11 @@ class DiffusionMLP(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        c = self.time_embed(timestep_embedding(t, 256).to(cond.dtype)) + self.cond_embed(cond)  # (B, W)
-        h = self.input_proj(x.to(cond.dtype))
+        """Inputs are cast to the parameters' dtype (bf16 weights train on float32 targets);
+        under autocast the matmuls run in the autocast dtype."""
+        dtype = self.input_proj.weight.dtype
+        c = self.time_embed(timestep_embedding(t, 256).to(dtype)) + self.cond_embed(cond.to(dtype))  # (B, W)
+        h = self.input_proj(x.to(dtype))
         for block in self.blocks:
             h = block(h, c)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)

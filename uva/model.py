@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from uva import rng
 from uva.backbone import EncoderDecoder
 from uva.config import UVAConfig
 from uva.diffusion import GaussianDiffusion
@@ -169,14 +170,21 @@ class UVA(nn.Module):
     def features(self, history: torch.Tensor, future: torch.Tensor | None, future_mask: torch.Tensor,
                  actions: torch.Tensor | None, actions_visible: torch.Tensor,
                  proprio: torch.Tensor | None = None, lang: torch.Tensor | None = None):
-        """One backbone pass -> (video condition (B, L, D), action condition (B, D))."""
+        """One backbone pass -> (video condition (B, L, D), action condition (B, D)).
+
+        Inputs of any float dtype are cast to the parameters' dtype here (bf16 weights under
+        DeepSpeed, float32 under autocast): callers keep their tensors, and targets, in float32.
+        """
         self._check("history", history, self.cfg.num_history)
-        hist = self.patchify(history)
+        dtype = self.embed.fuse.weight.dtype
+        hist = self.patchify(history.to(dtype))
         if future is None:
             fut = hist.new_zeros(hist.shape[0], self.cfg.num_future, *hist.shape[2:])
         else:
             self._check("future", future, self.cfg.num_future)
-            fut = self.patchify(future)
+            fut = self.patchify(future.to(dtype))
+        if actions is not None:
+            actions = actions.to(dtype)
         x = self.embed(hist, fut, future_mask, actions, actions_visible, proprio, lang)
         return self.readout(self.backbone(x))
 
@@ -198,17 +206,18 @@ class UVA(nn.Module):
         """
         b = history.shape[0]
         cfg = self.cfg
+        device = history.device
         if modes is None:
-            modes = sample_modes(mode_weights, has_actions, generator=generator)
-        masks = build_masks(modes.cpu(), cfg.num_future * cfg.tokens_per_frame, cfg.mask_ratio_min,
+            modes = sample_modes(mode_weights, has_actions.to(device), generator=generator)
+        modes = modes.to(device)
+        masks = build_masks(modes, cfg.num_future * cfg.tokens_per_frame, cfg.mask_ratio_min,
                             cfg.mask_ratio_std, generator=generator)
-        masks = {k: v.to(history.device) for k, v in masks.items()}
         action_w = masks["action_loss"] * has_actions.float()
         visible = masks["actions_visible"] & has_actions.bool()
         video_cond, action_cond = self.features(history, future, masks["future_mask"], actions, visible, proprio, lang)
 
         # video loss: masked tokens of samples whose mode learns video
-        target = rearrange(self.patchify(future), "b t n d -> b (t n) d")
+        target = rearrange(self.patchify(future.float()), "b t n d -> b (t n) d")  # float32 targets
         sel = masks["future_mask"] & (masks["video_loss"][:, None] > 0)
         if not sel.any():  # keep every parameter in the graph (ZeRO expects a gradient for all)
             sel = torch.zeros_like(sel)
@@ -219,7 +228,7 @@ class UVA(nn.Module):
         video_per = video_sum / sel.sum(1).clamp(min=1) * masks["video_loss"]
 
         # action loss: whole chunk per sample whose mode learns actions
-        act_rows = self._diffusion_rows(self.action_head, actions.flatten(1), action_cond, generator)
+        act_rows = self._diffusion_rows(self.action_head, actions.float().flatten(1), action_cond, generator)
         action_per = act_rows * action_w
 
         per_sample = video_per + action_per
@@ -230,14 +239,19 @@ class UVA(nn.Module):
     @torch.no_grad()
     def sample_actions(self, history: torch.Tensor, future: torch.Tensor | None, future_mask: torch.Tensor,
                        num_steps: int = 100, proprio=None, lang=None, generator=None,
-                       temperature: float = 1.0) -> torch.Tensor:
-        """Backbone once, then the action head only: (B, H, A) normalized actions."""
+                       temperature: float = 1.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Backbone once, then the action head only: (B, H, A) normalized actions (float32).
+
+        ``noise`` (num_steps, B, H * A) pre-drawn replaces the sampler's draws (see
+        ``GaussianDiffusion.sample``); ``uva.sampler.ActionSampler`` uses it for a static loop.
+        """
         b = history.shape[0]
         visible = torch.zeros(b, dtype=torch.bool, device=history.device)
         _, action_cond = self.features(history, future, future_mask, None, visible, proprio, lang)
         shape = (b, self.cfg.action_horizon * self.cfg.action_dim)
         x = self.diffusion.respaced(num_steps).sample(self.action_head, shape, action_cond.float(),
-                                                      generator, temperature, self.cfg.action_clip or None)
+                                                      generator, temperature, self.cfg.action_clip or None,
+                                                      noise=noise)
         return x.view(b, self.cfg.action_horizon, self.cfg.action_dim)
 
     def predict_action(self, history: torch.Tensor, num_steps: int = 100, **kw) -> torch.Tensor:
@@ -266,7 +280,7 @@ class UVA(nn.Module):
             raise ValueError(f"num_iters must be in [1, {L}], got {num_iters}")
         device = history.device
         tokens = torch.zeros(b, L, cfg.token_dim, device=device)
-        rank = torch.rand(b, L, generator=generator, device=device).argsort(-1).argsort(-1)
+        rank = rng.rand((b, L), generator, device).argsort(-1).argsort(-1)
         visible = torch.full((b,), actions is not None, dtype=torch.bool, device=device)
         diffusion = self.diffusion.respaced(num_steps)
         num_masked = L

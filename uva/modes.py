@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from uva import rng
+
 
 @dataclass(frozen=True)
 class Mode:
@@ -50,43 +52,49 @@ def mode_weights_tensor(weights: dict[str, float]) -> torch.Tensor:
 
 
 def sample_modes(weights: torch.Tensor, has_actions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mode index per sample (B,); samples without actions only draw action-free modes."""
-    b = has_actions.shape[0]
-    needs = torch.tensor([m.needs_actions for m in MODES])
-    w = weights.float().expand(b, -1).clone()
-    w[~has_actions.cpu().bool()] *= (~needs).float()
-    no_choice = w.sum(-1) <= 0
-    w[no_choice, MODE_INDEX["video"]] = 1.0  # action-free sample whose config allows no video mode
-    return torch.multinomial(w, 1, generator=generator).squeeze(-1).to(has_actions.device)
+    """Mode index per sample (B,) on ``has_actions``' device; samples without actions only draw
+    action-free modes."""
+    b, device = has_actions.shape[0], has_actions.device
+    needs = torch.tensor([m.needs_actions for m in MODES], device=device)
+    w = weights.to(device).float().expand(b, -1)
+    w = torch.where(has_actions.bool()[:, None] | ~needs, w, torch.zeros((), device=device))
+    video = torch.arange(len(MODES), device=device) == MODE_INDEX["video"]
+    no_choice = w.sum(-1, keepdim=True) <= 0  # action-free sample whose config allows no video mode
+    w = torch.where(no_choice & video, torch.ones((), device=device), w)
+    return rng.multinomial(w, generator)
 
 
-def truncated_normal_ratio(b: int, low: float, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mask ratios (B,) ~ N(1, std) truncated to [low, 1] (inverse-CDF sampling)."""
-    normal = torch.distributions.Normal(0.0, 1.0)
-    a, c = normal.cdf(torch.tensor((low - 1.0) / std)), normal.cdf(torch.tensor(0.0))
-    u = torch.rand(b, generator=generator) * (c - a) + a
+def truncated_normal_ratio(b: int, low: float, std: float, generator: torch.Generator | None = None,
+                           device: str | torch.device = "cpu") -> torch.Tensor:
+    """Mask ratios (B,) ~ N(1, std) truncated to [low, 1] (inverse-CDF sampling) on ``device``."""
+    normal = torch.distributions.Normal(torch.zeros((), device=device), torch.ones((), device=device))
+    a = normal.cdf(torch.tensor((low - 1.0) / std, device=device))
+    c = normal.cdf(torch.zeros((), device=device))
+    u = rng.rand((b,), generator, device) * (c - a) + a
     return (1.0 + std * normal.icdf(u.clamp(1e-6, 1 - 1e-6))).clamp(low, 1.0)
+
+
+_FUTURE_KIND = {"all": 0, "ratio": 1, "none": 2}
 
 
 def build_masks(mode_idx: torch.Tensor, num_tokens: int, low: float, std: float,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Per-sample masks for a batch of modes.
+    """Per-sample masks for a batch of modes, drawn on ``mode_idx``'s device.
 
     Returns future_mask (B, L) bool (True = masked), actions_visible (B,), video_loss (B,),
     action_loss (B,) as float weights.
     """
-    b = mode_idx.shape[0]
-    device = mode_idx.device
-    kinds = [MODES[i].future for i in mode_idx.tolist()]
-    ratio = truncated_normal_ratio(b, low, std, generator)
-    ratio = torch.tensor([1.0 if k == "all" else 0.0 if k == "none" else float(r) for k, r in zip(kinds, ratio)])
+    b, device = mode_idx.shape[0], mode_idx.device
+    kind = torch.tensor([_FUTURE_KIND[m.future] for m in MODES], device=device)[mode_idx]
+    ratio = truncated_normal_ratio(b, low, std, generator, device)
+    ratio = torch.where(kind == _FUTURE_KIND["all"], 1.0, torch.where(kind == _FUTURE_KIND["none"], 0.0, ratio))
     num_masked = (ratio * num_tokens).ceil().long().clamp(0, num_tokens)
-    ratio_rows = torch.tensor([k == "ratio" for k in kinds])
-    num_masked[ratio_rows] = num_masked[ratio_rows].clamp(min=1)  # a video loss needs a target
-    order = torch.rand(b, num_tokens, generator=generator).argsort(-1)
-    ranks = order.argsort(-1)
+    # a video loss needs a target: a ratio row masks at least one token
+    num_masked = torch.where(kind == _FUTURE_KIND["ratio"], num_masked.clamp(min=1), num_masked)
+    ranks = rng.rand((b, num_tokens), generator, device).argsort(-1).argsort(-1)
     future_mask = ranks < num_masked[:, None]
-    table = torch.tensor([[m.actions_visible, m.video_loss, m.action_loss] for m in MODES], dtype=torch.float32)
-    flags = table[mode_idx.cpu()]
-    return {"future_mask": future_mask.to(device), "actions_visible": flags[:, 0].bool().to(device),
-            "video_loss": flags[:, 1].to(device), "action_loss": flags[:, 2].to(device)}
+    table = torch.tensor([[m.actions_visible, m.video_loss, m.action_loss] for m in MODES],
+                         dtype=torch.float32, device=device)
+    flags = table[mode_idx]
+    return {"future_mask": future_mask, "actions_visible": flags[:, 0].bool(),
+            "video_loss": flags[:, 1], "action_loss": flags[:, 2]}

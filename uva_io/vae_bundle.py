@@ -84,15 +84,32 @@ def frames_to_pixels(frames: np.ndarray, device: str | torch.device = "cpu") -> 
     return x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_precision(setting: str, on_gpu: bool) -> str:
+    """'auto' -> bf16 where the VAE runs on a GPU, else fp32; 'fp32'/'bf16' as given."""
+    if setting not in ("auto", *PRECISIONS):
+        raise ValueError(f"VAE precision must be 'auto', 'fp32' or 'bf16', got {setting!r}")
+    return ("bf16" if on_gpu else "fp32") if setting == "auto" else setting
+
+
 @torch.inference_mode()
-def encode_frames(vae: AutoencoderKL, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def encode_frames(vae: AutoencoderKL, frames: np.ndarray, batch_size: int = 64,
+                  precision: str = "fp32") -> np.ndarray:
     """(T, H, W, 3) uint8 -> (T, C, h, w) float16 scaled latents (the posterior mean), as shards
-    store them. The VAE runs on its own device, under bf16 autocast on CUDA (fp32 on CPU)."""
+    store them. The VAE runs on its own device: ``precision`` 'bf16' under bf16 autocast, 'fp32'
+    in float32 (no TF32 on CUDA). The encode job records the precision in the shard set's index
+    and the policy bundle, and the policy encodes with it: the same arithmetic on both sides."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"VAE precision must be one of {PRECISIONS}, got {precision!r}")
     device = next(vae.parameters()).device
+    bf16 = precision == "bf16"
     out = []
     for lo in range(0, len(frames), batch_size):
         x = frames_to_pixels(frames[lo : lo + batch_size], device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), \
+                torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
             z = vae.encode(x)
         out.append(z.float().cpu().numpy().astype(np.float16))
     return np.concatenate(out)
