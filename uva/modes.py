@@ -67,7 +67,9 @@ def sample_modes(weights: torch.Tensor, has_actions: torch.Tensor, generator: to
 def truncated_normal_ratio(b: int, low: float, std: float, generator: torch.Generator | None = None,
                            device: str | torch.device = "cpu") -> torch.Tensor:
     """Mask ratios (B,) ~ N(1, std) truncated to [low, 1] (inverse-CDF sampling) on ``device``."""
-    normal = torch.distributions.Normal(torch.zeros((), device=device), torch.ones((), device=device))
+    # validate_args=False: argument checks would read values back to the host (a GPU sync)
+    normal = torch.distributions.Normal(torch.zeros((), device=device), torch.ones((), device=device),
+                                        validate_args=False)
     a = normal.cdf(torch.tensor((low - 1.0) / std, device=device))
     c = normal.cdf(torch.zeros((), device=device))
     u = rng.rand((b,), generator, device) * (c - a) + a
