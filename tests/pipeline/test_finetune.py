@@ -138,6 +138,17 @@ def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, 
     assert not np.allclose(want[0].numpy(), got)
     with pytest.raises(ValueError, match="temperature >= 0"):
         load_policy(bundle, temperature=-1.0)
+    # the static path (what a GPU records in a CUDA graph), run eagerly: the same model call with
+    # every step's noise drawn first; the latents' VAE precision travels with the bundle
+    from uva import rng
+
+    static = load_policy(bundle, backend="eager")
+    noise = rng.randn(static.sampler.noise.shape, rng.generator(7), "cpu")
+    want = model.predict_action(hist, num_steps=16, proprio=state, noise=noise)
+    np.testing.assert_array_equal(static.predict_normalized(hist, rng.generator(7), state), want[0].numpy())
+    assert meta["vae"]["precision"] == "fp32" and static.vae_precision == "fp32"
+    with pytest.raises(ValueError, match="backend"):
+        load_policy(bundle, backend="fast")
     frames = np.random.default_rng(0).integers(0, 255, size=(2, 8, 8, 3), dtype=np.uint8)
     robot_state = np.arange(16, dtype=np.float32).reshape(2, 8)
     with pytest.raises(ValueError, match="this policy takes proprioception"):

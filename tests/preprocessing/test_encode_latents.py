@@ -128,6 +128,7 @@ def test_encode_manifest_with_bad_inputs(dataset, vae_path, ray_head, tmp_path):
     samples = read_all(out)
     assert set(samples) == {"good0", "good1", "good2", "good3", "twocam", "human0"}
     assert index["num_episodes"] == 6 and index["vae"] and index["num_skipped"] == 7
+    assert index["vae_precision"] == "fp32"  # auto: the actors have no GPU here
     s = samples["good1"]
     assert s["latents.main.npy"].dtype == np.float16 and s["latents.main.npy"].shape == (13, 4, 8, 8)
     assert s["actions.npy"].dtype == np.float32 and s["actions.npy"].shape == (13, 3)
