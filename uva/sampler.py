@@ -69,8 +69,8 @@ class ActionSampler:
         """Run (and for "graph", record) the call once on zeros: capture and compilation happen
         here, not in the first timed call."""
         if self.backend != "graph":
-            self.fn()
-            self.fn()  # compile's CUDA graphs are recorded on the second call
+            for _ in range(3 if self.backend == "compile" else 1):  # compile records its graphs on a later call
+                self.fn()
             return
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))

@@ -104,7 +104,7 @@ class StepMeter:
         metrics = {"samples_per_s": self.samples / elapsed, "data_wait_frac": self.wait / elapsed}
         for i, name in enumerate(MODE_NAMES):
             if self.mode_n[i] > 0:
-                metrics[f"loss/{name}"] = float(self.mode_sum[i] / self.mode_n[i])
+                metrics[f"mode_loss/{name}"] = float(self.mode_sum[i] / self.mode_n[i])
         self._reset()
         return metrics, elapsed
 

@@ -141,7 +141,7 @@ def test_mlflow_server_receives_params_metrics_and_video(data, tmp_path, mlflow_
     assert run.data.params["total_steps"] == "4" and run.data.params["model.size"] == "uva-tiny"
     metrics = set(run.data.metrics)
     assert {"loss", "lr", "val/video_psnr", "val/action_mse", "val/loss/policy"} <= metrics
-    assert any(m.startswith("loss/") for m in metrics)
+    assert any(m.startswith("mode_loss/") for m in metrics)
     names = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.json", "prediction_step0000002.mp4", "prediction_step0000004.mp4"} <= names
     local = client.download_artifacts(run_id, "prediction_step0000004.mp4", str(tmp_path / "dl"))
@@ -179,8 +179,8 @@ def test_two_stage_recipe_video_only_then_init_from_consolidated_weights(data, t
     assert any(not torch.equal(ema3[k], z3[k]) for k in z3)  # EMA weights are their own
     r0 = json.loads(Path(f"{tmp_path / 's1_z3' / 'losses'}.rank0").read_text())
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 's1_z3' / 'run' / 'mlflow.db'}")
-    per_mode = {m for m in client.get_run(r0["run_id"]).data.metrics if m.startswith("loss/")}
-    assert per_mode == {"loss/video"}  # stage 1 trains video only
+    per_mode = {m for m in client.get_run(r0["run_id"]).data.metrics if m.startswith("mode_loss/")}
+    assert per_mode == {"mode_loss/video"}  # stage 1 trains video only
 
     work = tmp_path / "s2"
     sets = base_sets(work, data) + ["zero_stage=2", "total_steps=2", "checkpoint_every=100",

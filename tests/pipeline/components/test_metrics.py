@@ -17,11 +17,11 @@ def test_step_meter_means_per_mode_and_resets():
         time.sleep(0.02)
     meter.add(out)
     metrics, elapsed = meter.report()
-    assert metrics["loss/policy"] == 2.0 and metrics["loss/video"] == 10.0 and "loss/joint" not in metrics
+    assert metrics["mode_loss/policy"] == 2.0 and metrics["mode_loss/video"] == 10.0 and "mode_loss/joint" not in metrics
     assert metrics["samples_per_s"] == pytest.approx(6 / elapsed)  # 3 samples on each of 2 ranks
     assert 0 < metrics["data_wait_frac"] <= 1
     again, _ = meter.report()
-    assert again["samples_per_s"] == 0 and not any(k.startswith("loss/") for k in again)
+    assert again["samples_per_s"] == 0 and not any(k.startswith("mode_loss/") for k in again)
 
 
 def test_flop_counter_counts_the_first_micro_batches_only():
