@@ -1,34 +1,38 @@
-"""Policy latency: ``predict_action`` at batch 1 (median after warm-up) per size and step count.
+"""Policy latency: one action-chunk call at batch 1 (median after warm-up) per size, step count and path.
 
     python benchmarks/bench_inference.py [--sizes uva-tiny uva-B] [--steps 100 16 8] [--runs 10]
+                                         [--backends eager graph compile]
 
-On CUDA it measures fp32 and bf16 autocast; on CPU fp32. uva-B uses the reference layout
-(4 history + 4 future frames, 16x16x16 latents, 16 actions).
+Paths: "step" is ``UVA.predict_action`` step by step (fp32; on CUDA also with bf16 weights);
+"eager", "graph" and "compile" are ``uva.sampler.ActionSampler`` (noise drawn up front, static
+shapes; on CUDA with bf16 weights, "graph" recorded in a CUDA graph, "compile" through
+torch.compile). Construction (capture, compilation) is timed apart from the calls. On the CPU
+only "step" and "eager" run. uva-B uses the reference layout (4 history + 4 future frames,
+16x16x16 latents, 16 actions).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import time
 
 import torch
 
-from uva import UVA, count_parameters, model_config
+from uva import UVA, count_parameters, model_config, rng
+from uva.sampler import ActionSampler
 
 
-def measure(model: UVA, steps: int, runs: int, device: str, dtype: torch.dtype | None) -> float:
-    c = model.cfg
-    hist = torch.randn(1, c.num_history, c.latent_channels, c.latent_size, c.latent_size, device=device)
+def median_ms(fn, runs: int, cuda: bool) -> float:
     times = []
     for i in range(runs + 2):  # two warm-up calls
-        if device == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         t = time.perf_counter()
-        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
-            model.predict_action(hist, num_steps=steps)
-        if device == "cuda":
+        fn()
+        if cuda:
             torch.cuda.synchronize()
         if i >= 2:
             times.append(time.perf_counter() - t)
@@ -40,22 +44,36 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", default=["uva-tiny", "uva-B"])
     p.add_argument("--steps", nargs="+", type=int, default=[100, 16, 8])
     p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--backends", nargs="+", default=["eager", "graph", "compile"])
     p.add_argument("--cpu-runs-large", type=int, default=3, help="runs for models over 100M params on CPU")
     args = p.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    name = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'} x{torch.get_num_threads()} threads"
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    name = torch.cuda.get_device_name() if cuda else f"{platform.processor() or 'cpu'} x{torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}")
-    dtypes = [("fp32", None)] + ([("bf16", torch.bfloat16)] if device == "cuda" else [])
-    print(f"{'size':10} {'params':>8} {'dtype':5} {'steps':>5} {'median ms':>10}")
+    backends = [b for b in args.backends if cuda or b == "eager"]
+    print(f"{'size':10} {'params':>8} {'path':8} {'weights':7} {'steps':>5} {'median ms':>10} {'setup s':>8}")
     for size in args.sizes:
         torch.manual_seed(0)
         model = UVA(model_config(size)).to(device).eval()
         params = count_parameters(model)["total"] / 1e6
-        runs = args.runs if device == "cuda" or params < 100 else args.cpu_runs_large
-        for label, dtype in dtypes:
-            for steps in args.steps:
-                ms = measure(model, steps, runs, device, dtype)
-                print(f"{size:10} {params:7.1f}M {label:5} {steps:5d} {ms:10.2f}", flush=True)
+        runs = args.runs if cuda or params < 100 else args.cpu_runs_large
+        c = model.cfg
+        hist = torch.randn(1, c.num_history, c.latent_channels, c.latent_size, c.latent_size, device=device)
+        gen = rng.generator(0, device)
+        variants = [("fp32", model)] + ([("bf16", copy.deepcopy(model).to(torch.bfloat16))] if cuda else [])
+        for steps in args.steps:
+            for label, m in variants:
+                ms = median_ms(lambda: m.predict_action(hist, num_steps=steps, generator=gen), runs, cuda)
+                print(f"{size:10} {params:7.1f}M {'step':8} {label:7} {steps:5d} {ms:10.2f} {'':>8}", flush=True)
+            label, m = variants[-1]
+            for backend in backends:
+                t = time.perf_counter()
+                sampler = ActionSampler(m, steps, backend=backend)
+                setup = time.perf_counter() - t
+                ms = median_ms(lambda: sampler(hist, generator=gen), runs, cuda)
+                print(f"{size:10} {params:7.1f}M {backend:8} {label:7} {steps:5d} {ms:10.2f} {setup:8.1f}", flush=True)
+                del sampler
 
 
 if __name__ == "__main__":

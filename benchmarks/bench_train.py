@@ -4,7 +4,10 @@
 
 Runs the real entry point (torchrun, DeepSpeed; gloo + fp32 on CPU, bf16 on GPU) on the
 embedded default's latent shards (run scripts/run_default.sh first) with the default model
-config, and averages the logged samples/s after the first logging window (warm-up).
+config, and averages the logged samples/s and MFU after the first logging window (warm-up).
+On one GPU at uva-B: ``--nproc 1 --stages 2 --set model.size=uva-B --set micro_batch_size=64
+--set "model.overrides={latent_channels: 16, latent_size: 12, patch_size: 2}"``; --data may
+also name one shard set, e.g. the one benchmarks/gpu_check.py leaves in /tmp/uva_gpu_check/latents.
 """
 
 from __future__ import annotations
@@ -30,14 +33,18 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[])
     args = p.parse_args()
     data = Path(args.data)
-    if not (data / "robot" / "index.json").is_file():
+    if (data / "index.json").is_file():  # one shard set
+        sources = f"data.sources=[{{path: {data}}}]"
+    elif (data / "robot" / "index.json").is_file():
+        sources = f"data.sources=[{{path: {data / 'robot'}, weight: 3}}, {{path: {data / 'human'}, weight: 1}}]"
+    else:
         sys.exit(f"no shard sets under {data}: run scripts/run_default.sh first (or pass --data)")
-    print(f"{'ZeRO':>4} {'ranks':>5} {'samples/s':>10} {'data wait':>10} {'peak MB/rank':>13}")
+    print(f"{'ZeRO':>4} {'ranks':>5} {'samples/s':>10} {'data wait':>10} {'MFU':>6} {'peak MB/rank':>13}")
     for stage in args.stages:
         work = Path(tempfile.mkdtemp(prefix=f"bench_train_z{stage}_"))
         sets = [f"zero_stage={stage}", f"total_steps={args.steps}", f"checkpoint_every={10 * args.steps}",
                 "log_every=10", "eval_every=0", f"run_dir={work}",
-                f"data.sources=[{{path: {data / 'robot'}, weight: 3}}, {{path: {data / 'human'}, weight: 1}}]",
+                sources,
                 *args.set]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
                "-m", "pipeline.train", "--config", args.config, *[a for s in sets for a in ("--set", s)],
@@ -51,7 +58,10 @@ def main() -> None:
         sps = sum(h["samples_per_s"] for h in hist) / len(hist)
         wait = sum(h["data_wait_frac"] for h in hist) / len(hist)
         peak = max(r["peak_memory_mb"] for r in results)
-        print(f"{stage:>4} {args.nproc:>5} {sps:>10.1f} {wait:>10.1%} {peak:>10.0f} ({results[0]['memory_kind']})", flush=True)
+        mfus = [h["mfu"] for h in hist if h.get("mfu") is not None]
+        mfu = f"{sum(mfus) / len(mfus):.1%}" if mfus else "n/a"
+        print(f"{stage:>4} {args.nproc:>5} {sps:>10.1f} {wait:>10.1%} {mfu:>6} {peak:>10.0f} ({results[0]['memory_kind']})",
+              flush=True)
 
 
 if __name__ == "__main__":
