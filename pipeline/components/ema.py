@@ -30,8 +30,8 @@ class EMA:
         """Average in the weights after optimizer step ``step`` (1-based). The decay warms up as
         min(decay, (1 + step) / (10 + step)), so short runs are not dominated by the init."""
         decay = min(self.decay, (1 + step) / (10 + step))
-        for s, p in zip(self.shadow, self.params):
-            s.lerp_(local_storage(p).float(), 1 - decay)
+        # one fused launch per group on a GPU instead of one per parameter
+        torch._foreach_lerp_(self.shadow, [local_storage(p).float() for p in self.params], 1 - decay)
 
     def state(self) -> list[torch.Tensor]:
         return [s.cpu() for s in self.shadow]
