@@ -1,4 +1,4 @@
-"""Media I/O: decoding video (decord first, PyAV as the fallback) and writing mp4 files.
+"""Media I/O: decoding video (decord or PyAV, chosen per codec) and writing mp4 files.
 
 ``read_clip`` returns uint8 frames (T, H, W, 3) already resized (short side) and center-cropped
 to the target size, plus the source frame indices that were kept, so per-frame data such as
@@ -7,10 +7,17 @@ resize rule: the encode job and the policy both use it. ``write_mp4`` writes dem
 rollouts and decoded predictions.
 
     clip = read_clip("ep.mp4", fps=10, size=96)   # clip.frames, clip.indices, clip.source_fps
+    clip = read_clip("file-000.mp4", 10, 96, start=41.2, end=53.0)   # one episode of a shared file
+
+A time segment is reached by seeking to the keyframe before ``start`` (decord and PyAV alike),
+never by decoding the file from its beginning: LeRobot v3 packs many episodes into one file per
+camera, and decoding from the start would cost O(episodes^2) frames per file. AV1 (LeRobot's
+default codec), which decord cannot read, goes to PyAV directly.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -86,7 +93,36 @@ def _decord_clip(path: str, fps: float | None, size: int, start: float, end: flo
     return Clip(np.concatenate(out), rel, src_fps, seg, "decord")
 
 
-def _pyav_clip(path: str, fps: float | None, size: int, start: float, end: float | None) -> Clip:
+# codecs decord's bundled FFmpeg cannot decode: PyAV reads them first
+PYAV_FIRST = frozenset({"av1", "libdav1d", "libaom-av1"})
+
+
+def probe_codec(path: str) -> str | None:
+    """The codec name of the first video stream (None when PyAV is missing or cannot tell);
+    remembered per file version, since the episodes of a LeRobot file all ask."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _probe_codec(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _probe_codec(path: str, size: int, mtime_ns: int) -> str | None:
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(path) as container:
+            streams = container.streams.video
+            return streams[0].codec_context.name if streams else None
+    except Exception:  # the decoders report the real problem
+        return None
+
+
+def _pyav_clip(path: str, fps: float | None, size: int, start: float, end: float | None,
+               seek: bool = True) -> Clip:
     import av
 
     with av.open(path) as container:
@@ -99,9 +135,15 @@ def _pyav_clip(path: str, fps: float | None, size: int, start: float, end: float
         src_fps = float(rate) if rate else 0.0
         if src_fps <= 0:
             raise DecodeError(f"{path}: unknown frame rate")
+        seeked = seek and start > 0 and stream.time_base is not None
+        if seeked:  # to the keyframe at or before start; the frames before start are skipped below
+            container.seek(max(0, int((start - 1.0 / src_fps) / stream.time_base)), stream=stream, backward=True)
         step = None if not fps or abs(fps - src_fps) < 1e-6 else src_fps / fps
         kept, indices, pending, seg_index, next_pick = [], [], [], 0, 0
         for frame in container.decode(stream):
+            if frame.pts is None and seeked:  # no timestamps to place frames after a seek
+                container.close()
+                return _pyav_clip(path, fps, size, start, end, seek=False)
             t = float(frame.pts * stream.time_base) if frame.pts is not None else seg_index / src_fps
             if t < start - 0.5 / src_fps:
                 continue
@@ -134,7 +176,8 @@ def read_clip(
     if os.path.getsize(path) == 0:
         raise DecodeError(f"{path}: file is empty (0 bytes)")
     errors = []
-    for backend in (_decord_clip, _pyav_clip):
+    order = (_pyav_clip, _decord_clip) if probe_codec(path) in PYAV_FIRST else (_decord_clip, _pyav_clip)
+    for backend in order:
         try:
             return backend(path, fps, size, start, end)
         except DecodeError as err:
@@ -145,8 +188,9 @@ def read_clip(
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264",
-              crf: int = 18) -> Path:
-    """(T, H, W, 3) uint8 -> video file; h264 needs even sizes, so odd ones are padded."""
+              crf: int = 18, gop: int | None = None) -> Path:
+    """(T, H, W, 3) uint8 -> video file; h264 needs even sizes, so odd ones are padded. ``gop``:
+    frames between keyframes (the encoder's default when None)."""
     import av
 
     path = Path(path)
@@ -159,6 +203,10 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, codec: str = "li
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
             stream.options = {"crf": str(crf), "preset": "veryfast"}
+        elif codec == "libsvtav1":
+            stream.options = {"crf": str(max(crf, 20)), "preset": "12"}
+        if gop:
+            stream.codec_context.gop_size = int(gop)
         for frame in frames:
             if (ph, pw) != (h, w):
                 frame = np.pad(frame, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
