@@ -3,6 +3,11 @@
 These functions are plain Python; ``encode_latents.py`` wraps them in Ray tasks and actors.
 An episode that cannot be used comes back as ``{"episode_id", "error"}``, never as an exception,
 so one bad video never stops a job.
+
+Memory is bounded by ``chunk_frames``, not by an episode's length: a decode task that finds
+more than ``chunk_frames`` frames in an episode stops and hands the episode to a VAE actor,
+which decodes and encodes it ``chunk_frames`` frames at a time (``encode_streaming``); only the
+latents (about 1/600 of the frames' size at the defaults) are held whole.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch
 from preprocessing.sources import Episode, load_array
 from uva_io.files import npy_bytes
 from uva_io.vae_bundle import encode_frames, load_vae
-from uva_io.video import DecodeError, read_clip
+from uva_io.video import ClipReader, DecodeError
 
 
 @dataclass
@@ -35,46 +40,85 @@ class EncodeConfig:
     max_in_flight: int = 4  # episodes decoded/encoded at once (bounds memory)
     min_frames: int = 2  # episodes shorter than this (after resampling) are skipped
     vae_precision: str = "auto"  # fp32, bf16, or auto (bf16 when the VAE actors have GPUs); kept in index.json
+    chunk_frames: int = 512  # frames (per camera) decoded and held at once; longer episodes stream through the actor
+    clip_seconds: float | None = None  # cut action-free videos into clips of this length (null: whole videos)
 
     # settings that change what is written; a resumed run must agree on these
-    OUTPUT_KEYS = ("fps", "resolution", "episodes_per_shard", "shard_prefix", "min_frames")
+    OUTPUT_KEYS = ("fps", "resolution", "episodes_per_shard", "shard_prefix", "min_frames", "clip_seconds")
 
     def validate(self) -> None:
         if self.fps is not None and self.fps <= 0:
             raise ValueError(f"config key 'fps' must be positive or null, got {self.fps}")
         for key in ("resolution", "batch_size", "episodes_per_shard", "num_encoders",
-                    "encoder_threads", "max_in_flight", "min_frames"):
+                    "encoder_threads", "max_in_flight", "min_frames", "chunk_frames"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"config key '{key}' must be positive, got {getattr(self, key)}")
+        if self.clip_seconds is not None and self.clip_seconds <= 0:
+            raise ValueError(f"config key 'clip_seconds' must be positive or null, got {self.clip_seconds}")
         if self.vae_precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"config key 'vae_precision' must be auto, fp32 or bf16, got {self.vae_precision!r}")
         if not self.shard_prefix or "/" in self.shard_prefix:
             raise ValueError(f"config key 'shard_prefix' must be a plain name, got {self.shard_prefix!r}")
 
 
+def _readers(ep: Episode, cfg: EncodeConfig, chunk_frames: int) -> dict[str, ClipReader]:
+    return {cam: ClipReader(path, cfg.fps, cfg.resolution, *ep.segments.get(cam, (0.0, None)), chunk_frames=chunk_frames)
+            for cam, path in ep.videos.items()}
+
+
+def _finish(ep: Episode, cfg: EncodeConfig, readers: dict[str, ClipReader], indices: list[np.ndarray],
+            per_cam: dict[str, list[np.ndarray]], key: str) -> dict:
+    """Check the cameras agree, load the per-frame arrays at the kept indices, assemble."""
+    indices = np.concatenate(indices) if indices else np.zeros(0, np.int64)
+    counts = {cam: sum(len(x) for x in parts) for cam, parts in per_cam.items()}
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"cameras have different frame counts: {counts}")
+    if len(indices) < cfg.min_frames:
+        raise ValueError(f"only {len(indices)} frame(s) after resampling (min_frames={cfg.min_frames})")
+    first = next(iter(readers.values()))
+    num_source = first.num_source_frames
+    arrays = {}
+    for name, ref in (("actions", ep.actions), ("proprio", ep.proprio)):
+        if ref is None:
+            continue
+        arr = load_array(ref)
+        if len(arr) != num_source:
+            raise ValueError(f"{name} has {len(arr)} rows but the video has {num_source} frames")
+        arrays[name] = arr[indices]
+    return {"episode_id": ep.episode_id, key: {cam: np.concatenate(parts) for cam, parts in per_cam.items()},
+            "arrays": arrays, "source_fps": first.source_fps, "num_source_frames": num_source}
+
+
+def _lockstep(readers: dict[str, ClipReader]):
+    """(indices, {camera: frames}) per chunk, every camera advancing together."""
+    iters = {cam: iter(r) for cam, r in readers.items()}
+    while True:
+        step = {}
+        for cam, it in iters.items():
+            step[cam] = next(it, None)
+        done = [cam for cam, c in step.items() if c is None]
+        if done:
+            if len(done) != len(step):
+                raise ValueError(f"camera '{done[0]}' ended before the others")
+            return
+        idx = next(iter(step.values()))[1]
+        yield idx, {cam: c[0] for cam, c in step.items()}
+
+
 def decode_episode(ep: Episode, cfg: EncodeConfig) -> dict:
-    """Decode every camera and load per-frame arrays, resampled to ``cfg.fps``."""
+    """Decode every camera and load per-frame arrays, resampled to ``cfg.fps``. An episode of
+    more than ``cfg.chunk_frames`` frames is not held: the result is ``{"episode_id", "stream":
+    True}`` and the VAE actor's ``encode_streaming`` takes it in chunks."""
     try:
-        frames, indices, src_fps = {}, None, None
-        for cam, path in ep.videos.items():
-            start, end = ep.segments.get(cam, (0.0, None))
-            clip = read_clip(path, cfg.fps, cfg.resolution, start, end)
-            if indices is not None and len(clip.indices) != len(indices):
-                raise ValueError(f"camera '{cam}' has {len(clip.indices)} frames, others {len(indices)}")
-            frames[cam], indices, src_fps = clip.frames, clip.indices, clip.source_fps
-            num_source = clip.num_source_frames
-        if len(indices) < cfg.min_frames:
-            raise ValueError(f"only {len(indices)} frame(s) after resampling (min_frames={cfg.min_frames})")
-        arrays = {}
-        for name, ref in (("actions", ep.actions), ("proprio", ep.proprio)):
-            if ref is None:
-                continue
-            arr = load_array(ref)
-            if len(arr) != num_source:
-                raise ValueError(f"{name} has {len(arr)} rows but the video has {num_source} frames")
-            arrays[name] = arr[indices]
-        return {"episode_id": ep.episode_id, "frames": frames, "arrays": arrays,
-                "source_fps": src_fps, "num_source_frames": num_source}
+        readers = _readers(ep, cfg, cfg.chunk_frames)
+        indices, per_cam = [], {cam: [] for cam in readers}
+        for n, (idx, frames) in enumerate(_lockstep(readers)):
+            if n:  # a second chunk: too long to hold
+                return {"episode_id": ep.episode_id, "stream": True}
+            indices.append(idx)
+            for cam, f in frames.items():
+                per_cam[cam].append(f)
+        return _finish(ep, cfg, readers, indices, per_cam, "frames")
     except (DecodeError, ValueError, OSError) as err:
         return {"episode_id": ep.episode_id, "error": str(err)}
 
@@ -96,10 +140,24 @@ class FrameEncoder:
         return encode_frames(self.vae, frames, self.batch_size, self.precision)
 
     def encode_episode(self, decoded: dict) -> dict:
-        if "error" in decoded:
+        if "error" in decoded or decoded.get("stream"):  # the driver sends a long one to encode_streaming
             return decoded
         latents = {cam: self.encode_frames(f) for cam, f in decoded["frames"].items()}
         return {k: v for k, v in decoded.items() if k != "frames"} | {"latents": latents}
+
+    def encode_streaming(self, ep: Episode, cfg: EncodeConfig) -> dict:
+        """Decode and encode an episode ``cfg.chunk_frames`` frames at a time (a long video):
+        the frames of one chunk are all that is held."""
+        try:
+            readers = _readers(ep, cfg, cfg.chunk_frames)
+            indices, per_cam = [], {cam: [] for cam in readers}
+            for idx, frames in _lockstep(readers):
+                indices.append(idx)
+                for cam, f in frames.items():
+                    per_cam[cam].append(self.encode_frames(f))
+            return _finish(ep, cfg, readers, indices, per_cam, "latents")
+        except (DecodeError, ValueError, OSError) as err:
+            return {"episode_id": ep.episode_id, "error": str(err)}
 
 
 def pack_sample(ep: Episode, encoded: dict, cfg: EncodeConfig, vae_identity: str) -> tuple[dict, dict]:

@@ -18,9 +18,11 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from preprocessing.encode import EncodeConfig, FrameEncoder, decode_episode, pack_sample
@@ -28,6 +30,7 @@ from preprocessing.sources import Episode, read_lerobot, read_manifest, read_vid
 from uva_io.config import load_config, to_dict
 from uva_io.files import atomic_write
 from uva_io.shardset import INDEX_FORMAT, compute_action_stats, shard_name, write_shard
+from uva_io.video import probe_duration
 
 log = logging.getLogger("encode_latents")
 
@@ -73,7 +76,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def gather_episodes(args: argparse.Namespace) -> tuple[list[Episode], list[dict]]:
+def cut_clips(ep: Episode, seconds: float) -> list[Episode]:
+    """An action-free episode as consecutive clips of ``seconds`` (ids ``<id>_c00000``, ...; the
+    last one may be shorter); episodes with actions or proprioception stay whole. A video whose
+    duration cannot be read stays whole too (decoding reports the problem)."""
+    if ep.actions is not None or ep.proprio is not None or len(ep.videos) != 1:
+        return [ep]
+    (cam, path), = ep.videos.items()
+    start, end = ep.segments.get(cam, (0.0, None))
+    duration = probe_duration(path)
+    if duration is None:
+        return [ep]
+    end = duration if end is None else min(end, duration)
+    count = max(1, math.ceil((end - start) / seconds - 1e-9))
+    return [replace(ep, episode_id=f"{ep.episode_id}_c{k:05d}",
+                    segments={cam: (start + k * seconds, min(end, start + (k + 1) * seconds))})
+            for k in range(count)]
+
+
+def gather_episodes(args: argparse.Namespace, clip_seconds: float | None = None) -> tuple[list[Episode], list[dict]]:
     episodes, errors = [], []
     for path in args.manifest:
         if not Path(path).is_file():
@@ -91,6 +112,8 @@ def gather_episodes(args: argparse.Namespace) -> tuple[list[Episode], list[dict]
         e, err = read_video_folder(path, robot=args.robot or "human")
         episodes += e
         errors += err
+    if clip_seconds:
+        episodes = [clip for ep in episodes for clip in cut_clips(ep, clip_seconds)]
     seen = set()
     unique = []
     for ep in episodes:  # ids must be unique across inputs too
@@ -127,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(EncodeConfig, args.config, args.set)
     vae = load_vae(cfg.vae, preset=cfg.vae_preset)
     vae_id = vae_identity(vae)
-    episodes, errors = gather_episodes(args)
+    episodes, errors = gather_episodes(args, cfg.clip_seconds)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     ep_sha = hashlib.sha256(json.dumps([e.to_json() for e in episodes]).encode()).hexdigest()[:16]
@@ -175,7 +198,11 @@ def run(args: argparse.Namespace) -> int:
                 next_job += 1
             ready, _ = ray.wait(list(pending), num_returns=1)
             s, j, ep = pending.pop(ready[0])
-            results[s][j] = ray.get(ready[0])
+            res = ray.get(ready[0])
+            if res.get("stream"):  # longer than chunk_frames: an actor decodes and encodes it in chunks
+                pending[actors[(s + j) % len(actors)].encode_streaming.remote(ep, cfg_ref)] = (s, j, ep)
+                continue
+            results[s][j] = res
             if progress:
                 progress.update(1)
             if len(results[s]) == len(shards[s]):

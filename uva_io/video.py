@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -72,27 +73,8 @@ def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def _decord_clip(path: str, fps: float | None, size: int, start: float, end: float | None) -> Clip:
-    import decord
-
-    vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    src_fps = float(vr.get_avg_fps())
-    n = len(vr)
-    if n == 0 or src_fps <= 0:
-        raise DecodeError(f"{path}: no frames")
-    first = int(round(start * src_fps))
-    last = n if end is None else min(n, int(round(end * src_fps)))
-    seg = max(0, last - first)
-    rel = resample_indices(seg, src_fps, fps)
-    out = []
-    for lo in range(0, len(rel), 64):  # bounded memory: decode and shrink 64 frames at a time
-        batch = vr.get_batch((rel[lo : lo + 64] + first).tolist()).asnumpy()
-        out.append(resize_center_crop(batch, size))
-    if not out:
-        raise DecodeError(f"{path}: no frames in [{start}, {end}) s")
-    return Clip(np.concatenate(out), rel, src_fps, seg, "decord")
-
-
+# full-size frames decoded before they are resized (a 720p batch of 16 is ~180 MB as float32)
+FULL_BATCH = 16
 # codecs decord's bundled FFmpeg cannot decode: PyAV reads them first
 PYAV_FIRST = frozenset({"av1", "libdav1d", "libaom-av1"})
 
@@ -121,70 +103,193 @@ def _probe_codec(path: str, size: int, mtime_ns: int) -> str | None:
         return None
 
 
-def _pyav_clip(path: str, fps: float | None, size: int, start: float, end: float | None,
-               seek: bool = True) -> Clip:
+def probe_duration(path: str) -> float | None:
+    """Seconds of video in the first video stream, from the container (None if unknown)."""
+    try:
+        import av
+
+        with av.open(path) as container:
+            streams = container.streams.video
+            if not streams:
+                return None
+            stream = streams[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / 1_000_000
+            rate = stream.average_rate or stream.guessed_rate
+            return stream.frames / float(rate) if stream.frames and rate else None
+    except Exception:  # decoding reports unreadable files with their reason
+        return None
+
+
+def _decord_chunks(reader: "ClipReader") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    import decord
+
+    r = reader
+    vr = decord.VideoReader(r.path, ctx=decord.cpu(0), num_threads=1)
+    src_fps = float(vr.get_avg_fps())
+    n = len(vr)
+    if n == 0 or src_fps <= 0:
+        raise DecodeError(f"{r.path}: no frames")
+    first = int(round(r.start * src_fps))
+    last = n if r.end is None else min(n, int(round(r.end * src_fps)))
+    seg = max(0, last - first)
+    rel = resample_indices(seg, src_fps, r.fps)
+    if not len(rel):
+        raise DecodeError(f"{r.path}: no frames in [{r.start}, {r.end}) s")
+    r.source_fps, r.num_source_frames, r.backend = src_fps, seg, "decord"
+    for lo in range(0, len(rel), r.chunk_frames):
+        idx = rel[lo : lo + r.chunk_frames]
+        out = [resize_center_crop(vr.get_batch((idx[k : k + FULL_BATCH] + first).tolist()).asnumpy(), r.size)
+               for k in range(0, len(idx), FULL_BATCH)]
+        yield np.concatenate(out), idx
+
+
+def _pyav_chunks(reader: "ClipReader", seek: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     import av
 
-    with av.open(path) as container:
+    r = reader
+    with av.open(r.path) as container:
         streams = container.streams.video
         if not streams:
-            raise DecodeError(f"{path}: no video stream")
+            raise DecodeError(f"{r.path}: no video stream")
         stream = streams[0]
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         src_fps = float(rate) if rate else 0.0
         if src_fps <= 0:
-            raise DecodeError(f"{path}: unknown frame rate")
-        seeked = seek and start > 0 and stream.time_base is not None
+            raise DecodeError(f"{r.path}: unknown frame rate")
+        r.source_fps, r.backend = src_fps, "pyav"
+        seeked = seek and r.start > 0 and stream.time_base is not None
         if seeked:  # to the keyframe at or before start; the frames before start are skipped below
-            container.seek(max(0, int((start - 1.0 / src_fps) / stream.time_base)), stream=stream, backward=True)
-        step = None if not fps or abs(fps - src_fps) < 1e-6 else src_fps / fps
-        kept, indices, pending, seg_index, next_pick = [], [], [], 0, 0
-        for frame in container.decode(stream):
-            if frame.pts is None and seeked:  # no timestamps to place frames after a seek
-                container.close()
-                return _pyav_clip(path, fps, size, start, end, seek=False)
+            container.seek(max(0, int((r.start - 1.0 / src_fps) / stream.time_base)), stream=stream, backward=True)
+        step = None if not r.fps or abs(r.fps - src_fps) < 1e-6 else src_fps / r.fps
+        small, full, indices, seg_index, next_pick, produced = [], [], [], 0, 0, 0
+
+        def chunk() -> tuple[np.ndarray, np.ndarray]:
+            nonlocal small, produced
+            frames = np.concatenate(small)
+            small = []
+            idx = np.asarray(indices[produced : produced + len(frames)], dtype=np.int64)
+            produced += len(frames)
+            return frames, idx
+
+        for n, frame in enumerate(container.decode(stream)):
+            if frame.pts is None and seeked:
+                if n == 0:  # no timestamps to place frames after a seek: read from the start
+                    break
+                raise DecodeError(f"{r.path}: frames without timestamps after a seek")
             t = float(frame.pts * stream.time_base) if frame.pts is not None else seg_index / src_fps
-            if t < start - 0.5 / src_fps:
+            if t < r.start - 0.5 / src_fps:
                 continue
-            if end is not None and t >= end - 0.5 / src_fps:
+            if r.end is not None and t >= r.end - 0.5 / src_fps:
                 break
             # same rule as resample_indices: floor(k * src_fps / fps) for k = 0, 1, ...
             while step is None or seg_index == int(np.floor(next_pick * step + 1e-6)):
-                pending.append(frame.to_ndarray(format="rgb24"))
+                full.append(frame.to_ndarray(format="rgb24"))
                 indices.append(seg_index)
                 next_pick += 1
-                if len(pending) == 64:
-                    kept.append(resize_center_crop(np.stack(pending), size))
-                    pending = []
+                held = sum(len(x) for x in small)
+                if len(full) >= min(FULL_BATCH, r.chunk_frames - held):
+                    small.append(resize_center_crop(np.stack(full), r.size))
+                    full = []
+                    if held + len(small[-1]) >= r.chunk_frames:
+                        yield chunk()
                 if step is None:
                     break
             seg_index += 1
-        if pending:
-            kept.append(resize_center_crop(np.stack(pending), size))
-    if not kept:
-        raise DecodeError(f"{path}: no frames decoded")
-    return Clip(np.concatenate(kept), np.asarray(indices, dtype=np.int64), src_fps, seg_index, "pyav")
+        else:
+            seeked = False  # decoded to the end: nothing to redo
+        if seeked and not indices and seg_index == 0:
+            container.close()
+            yield from _pyav_chunks(r, seek=False)
+            return
+        if full:
+            small.append(resize_center_crop(np.stack(full), r.size))
+        if small:
+            yield chunk()
+        r.num_source_frames = seg_index
+    if not produced:
+        raise DecodeError(f"{r.path}: no frames decoded")
+
+
+class ClipReader:
+    """Chunks of at most ``chunk_frames`` decoded, resampled, resized frames of one video (or of
+    its [start, end) seconds): memory is bounded by the chunk, not by the video's length.
+
+        reader = ClipReader("talk.mp4", fps=10, size=96, chunk_frames=256)
+        for frames, indices in reader:   # (<=256, 96, 96, 3) uint8, source indices in the segment
+            ...
+        reader.source_fps, reader.num_source_frames, reader.backend   # known after the last chunk
+
+    The decoder is chosen per codec (AV1 -> PyAV; else decord, PyAV if decord fails before its
+    first chunk). A failure after the first chunk is a DecodeError: nothing is silently cut.
+    """
+
+    def __init__(self, path: str, fps: float | None, size: int, start: float = 0.0, end: float | None = None,
+                 chunk_frames: int = 256):
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        self.path, self.fps, self.size, self.start, self.end = str(path), fps, size, start, end
+        self.chunk_frames = chunk_frames
+        self.source_fps, self.num_source_frames, self.backend = 0.0, 0, ""
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        path = self.path
+        if not os.path.exists(path):
+            raise DecodeError(f"{path}: file does not exist")
+        if os.path.getsize(path) == 0:
+            raise DecodeError(f"{path}: file is empty (0 bytes)")
+        errors = []
+        order = (_pyav_chunks, _decord_chunks) if probe_codec(path) in PYAV_FIRST else (_decord_chunks, _pyav_chunks)
+        for backend in order:
+            chunks = backend(self)
+            try:
+                first = next(chunks)
+            except DecodeError as err:
+                errors.append(str(err))
+                continue
+            except Exception as err:  # decoders raise many types; fall through to the next one
+                errors.append(f"{backend.__name__.strip('_')}: {type(err).__name__}: {err}")
+                continue
+            yield first
+            try:
+                yield from chunks
+            except DecodeError:
+                raise
+            except Exception as err:
+                raise DecodeError(f"{path}: {self.backend} failed after {first.__len__()}+ frames: "
+                                  f"{type(err).__name__}: {err}") from err
+            return
+        raise DecodeError(f"{path}: unreadable video ({'; '.join(e.splitlines()[0][:200] for e in errors)})")
+
+
+def _pyav_clip(path: str, fps: float | None, size: int, start: float, end: float | None,
+               seek: bool = True) -> Clip:
+    """PyAV alone (tests and benchmarks compare seeking with decoding from the start)."""
+    r = ClipReader(path, fps, size, start, end, chunk_frames=1 << 30)
+    chunks = list(_pyav_chunks(r, seek))
+    return Clip(chunks[0][0], chunks[0][1], r.source_fps, r.num_source_frames, r.backend)
+
+
+def _decord_clip(path: str, fps: float | None, size: int, start: float, end: float | None) -> Clip:
+    """decord alone."""
+    r = ClipReader(path, fps, size, start, end, chunk_frames=1 << 30)
+    chunks = list(_decord_chunks(r))
+    return Clip(chunks[0][0], chunks[0][1], r.source_fps, r.num_source_frames, r.backend)
 
 
 def read_clip(
     path: str, fps: float | None, size: int, start: float = 0.0, end: float | None = None
 ) -> Clip:
-    """Decode ``path`` (optionally only [start, end) seconds) at ``fps`` and ``size`` x ``size``."""
-    if not os.path.exists(path):
-        raise DecodeError(f"{path}: file does not exist")
-    if os.path.getsize(path) == 0:
-        raise DecodeError(f"{path}: file is empty (0 bytes)")
-    errors = []
-    order = (_pyav_clip, _decord_clip) if probe_codec(path) in PYAV_FIRST else (_decord_clip, _pyav_clip)
-    for backend in order:
-        try:
-            return backend(path, fps, size, start, end)
-        except DecodeError as err:
-            errors.append(str(err))
-        except Exception as err:  # decoders raise many types; fall through to the next one
-            errors.append(f"{backend.__name__.strip('_')}: {type(err).__name__}: {err}")
-    raise DecodeError(f"{path}: unreadable video ({'; '.join(e.splitlines()[0][:200] for e in errors)})")
+    """Decode ``path`` (optionally only [start, end) seconds) at ``fps`` and ``size`` x ``size``,
+    whole (``ClipReader`` gives it in chunks)."""
+    reader = ClipReader(path, fps, size, start, end, chunk_frames=1 << 30)
+    chunks = list(reader)
+    frames = np.concatenate([c[0] for c in chunks])
+    indices = np.concatenate([c[1] for c in chunks])
+    return Clip(frames, indices, reader.source_fps, reader.num_source_frames, reader.backend)
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264",

@@ -255,3 +255,50 @@ def test_lerobot_v3_and_human_video(vae_path, ray_head, tmp_path):
     assert ep1["proprio.npy"].shape == (7, 6) and ep0["meta.json"]["instruction"] == "push"
     assert ep0["meta.json"]["robot"] == "so100"
     assert samples["bikes"]["meta.json"]["has_actions"] is False and samples["bikes"]["latents.main.npy"].shape[0] > 5
+
+
+def test_long_episodes_stream_in_chunks_and_videos_cut_into_clips(dataset, vae_path, ray_head, tmp_path):
+    """chunk_frames bounds what is decoded at once: longer episodes (here every one, two cameras
+    included) go through the actor in chunks and give the latents of the whole-episode path;
+    clip_seconds cuts action-free video into clips of that length, episodes with actions stay whole."""
+    manifest = ["--manifest", str(dataset / "manifest.jsonl")]
+    whole, chunked = tmp_path / "whole", tmp_path / "chunked"
+    encode([*manifest, "--output", str(whole)], vae_path, ray_head)
+    encode([*manifest, "--output", str(chunked), "--set", "chunk_frames=6"], vae_path, ray_head)
+    a, b = read_all(whole), read_all(chunked)
+    assert set(a) == set(b) and len(a) == 6
+    for key in a:
+        for member in a[key]:
+            if member.endswith(".npy"):
+                np.testing.assert_allclose(b[key][member].astype(np.float32), a[key][member].astype(np.float32),
+                                           atol=2e-3, err_msg=f"{key}/{member}")
+    assert load_index(chunked)["num_skipped"] == load_index(whole)["num_skipped"]
+
+    from tests.conftest import make_video_file
+
+    folder = tmp_path / "human"
+    folder.mkdir()
+    make_video_file(folder / "talk.mp4", num_frames=60, fps=10)  # 6 s
+    clips = tmp_path / "clips"
+    encode(["--video-folder", str(folder), "--output", str(clips), "--set", "clip_seconds=2.5",
+            "--set", "chunk_frames=8"], vae_path, ray_head)
+    got = read_all(clips)
+    assert sorted(got) == ["talk_c00000", "talk_c00001", "talk_c00002"]
+    assert [got[k]["latents.main.npy"].shape[0] for k in sorted(got)] == [25, 25, 10]
+
+
+def test_cut_clips_leaves_episodes_with_actions_whole(tmp_path):
+    from preprocessing.encode_latents import cut_clips
+    from preprocessing.sources import Episode
+    from tests.conftest import make_video_file
+
+    video = str(make_video_file(tmp_path / "v.mp4", num_frames=45, fps=10))  # 4.5 s
+    free = Episode("free", {"main": video}, "human")
+    assert [(c.episode_id, c.segments["main"]) for c in cut_clips(free, 2.0)] == [
+        ("free_c00000", (0.0, 2.0)), ("free_c00001", (2.0, 4.0)), ("free_c00002", (4.0, 4.5))]
+    acted = Episode("acted", {"main": video}, "pusht", actions=str(tmp_path / "a.npy"))
+    assert cut_clips(acted, 2.0) == [acted]
+    segment = Episode("seg", {"main": video}, "human", segments={"main": (1.0, 3.0)})
+    assert [c.segments["main"] for c in cut_clips(segment, 1.5)] == [(1.0, 2.5), (2.5, 3.0)]
+    missing = Episode("gone", {"main": str(tmp_path / "none.mp4")}, "human")
+    assert cut_clips(missing, 2.0) == [missing]  # decoding reports it

@@ -40,3 +40,19 @@ def test_av1_goes_to_pyav(tmp_path):
     assert clip.backend == "pyav" and len(clip.frames) == 10
     assert np.array_equal(clip.frames, _pyav_clip(path, None, 32, 1.0, 2.0, seek=False).frames)
     assert probe_codec(str(tmp_path / "missing.mp4")) is None
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_chunks_are_bounded_and_add_up_to_the_whole(tmp_path, backend, monkeypatch):
+    import uva_io.video as video
+
+    path = str(make_video_file(tmp_path / "v.mp4", num_frames=50, fps=10))
+    if backend == "pyav":  # as for AV1: PyAV first
+        monkeypatch.setattr(video, "PYAV_FIRST", frozenset({video.probe_codec(path)}))
+    whole = read_clip(path, 5, 32, 0.5, None)
+    reader = video.ClipReader(path, 5, 32, 0.5, None, chunk_frames=7)
+    chunks = list(reader)
+    assert reader.backend == backend and all(len(f) <= 7 for f, _ in chunks) and len(chunks) == 4
+    assert np.array_equal(np.concatenate([f for f, _ in chunks]), whole.frames)
+    assert np.array_equal(np.concatenate([i for _, i in chunks]), whole.indices)
+    assert reader.num_source_frames == whole.num_source_frames == 45
