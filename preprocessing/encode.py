@@ -61,8 +61,9 @@ class EncodeConfig:
             raise ValueError(f"config key 'shard_prefix' must be a plain name, got {self.shard_prefix!r}")
 
 
-def _readers(ep: Episode, cfg: EncodeConfig, chunk_frames: int) -> dict[str, ClipReader]:
-    return {cam: ClipReader(path, cfg.fps, cfg.resolution, *ep.segments.get(cam, (0.0, None)), chunk_frames=chunk_frames)
+def _readers(ep: Episode, cfg: EncodeConfig, streaming: bool = False) -> dict[str, ClipReader]:
+    return {cam: ClipReader(path, cfg.fps, cfg.resolution, *ep.segments.get(cam, (0.0, None)),
+                            chunk_frames=cfg.chunk_frames, streaming=streaming)
             for cam, path in ep.videos.items()}
 
 
@@ -110,7 +111,7 @@ def decode_episode(ep: Episode, cfg: EncodeConfig) -> dict:
     more than ``cfg.chunk_frames`` frames is not held: the result is ``{"episode_id", "stream":
     True}`` and the VAE actor's ``encode_streaming`` takes it in chunks."""
     try:
-        readers = _readers(ep, cfg, cfg.chunk_frames)
+        readers = _readers(ep, cfg)
         indices, per_cam = [], {cam: [] for cam in readers}
         for n, (idx, frames) in enumerate(_lockstep(readers)):
             if n:  # a second chunk: too long to hold
@@ -149,7 +150,7 @@ class FrameEncoder:
         """Decode and encode an episode ``cfg.chunk_frames`` frames at a time (a long video):
         the frames of one chunk are all that is held."""
         try:
-            readers = _readers(ep, cfg, cfg.chunk_frames)
+            readers = _readers(ep, cfg, streaming=True)
             indices, per_cam = [], {cam: [] for cam in readers}
             for idx, frames in _lockstep(readers):
                 indices.append(idx)

@@ -224,15 +224,17 @@ class ClipReader:
         reader.source_fps, reader.num_source_frames, reader.backend   # known after the last chunk
 
     The decoder is chosen per codec (AV1 -> PyAV; else decord, PyAV if decord fails before its
-    first chunk). A failure after the first chunk is a DecodeError: nothing is silently cut.
+    first chunk); ``streaming=True`` (a long video read chunk after chunk) takes PyAV first,
+    whose memory stays flat. A failure after the first chunk is a DecodeError: nothing is
+    silently cut.
     """
 
     def __init__(self, path: str, fps: float | None, size: int, start: float = 0.0, end: float | None = None,
-                 chunk_frames: int = 256):
+                 chunk_frames: int = 256, streaming: bool = False):
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         self.path, self.fps, self.size, self.start, self.end = str(path), fps, size, start, end
-        self.chunk_frames = chunk_frames
+        self.chunk_frames, self.streaming = chunk_frames, streaming
         self.source_fps, self.num_source_frames, self.backend = 0.0, 0, ""
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -242,7 +244,9 @@ class ClipReader:
         if os.path.getsize(path) == 0:
             raise DecodeError(f"{path}: file is empty (0 bytes)")
         errors = []
-        order = (_pyav_chunks, _decord_chunks) if probe_codec(path) in PYAV_FIRST else (_decord_chunks, _pyav_chunks)
+        # a long stream goes to PyAV: decord's reader keeps memory it decoded (dmlc/decord#197, #208)
+        pyav_first = self.streaming or probe_codec(path) in PYAV_FIRST
+        order = (_pyav_chunks, _decord_chunks) if pyav_first else (_decord_chunks, _pyav_chunks)
         for backend in order:
             chunks = backend(self)
             try:
