@@ -17,6 +17,7 @@ worker starves (and no rank hangs waiting for another).
 from __future__ import annotations
 
 import random
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from pipeline.robots import normalize_actions
-from uva_io.shardset import iter_tar_samples, load_index, read_stats
+from uva_io.shardset import decode_member, load_index, read_stats
 
 
 @dataclass
@@ -128,8 +129,56 @@ def merged_stats(sources: list[SourceConfig]) -> dict:
     return stats
 
 
+class ErrorCounter:
+    """webdataset error handler: counts, logs the first few and then at most one line per
+    ``every`` seconds, and keeps the stream going (a torn shard costs its remaining samples)."""
+
+    def __init__(self, where: str, every: float = 30.0):
+        self.where, self.every = where, every
+        self.count, self.last_log = 0, -1e9
+
+    def __call__(self, exn: Exception) -> bool:
+        self.count += 1
+        now = time.monotonic()
+        if self.count <= 3 or now - self.last_log >= self.every:
+            self.last_log = now
+            print(f"[data] {self.where}: skipped ({self.count} so far): {type(exn).__name__}: "
+                  f"{str(exn).splitlines()[0][:200] if str(exn) else ''}", flush=True)
+        return True
+
+
+def decode_sample(sample: dict) -> dict:
+    """Raw tar members -> arrays and dicts (the shard format's decoding)."""
+    return {k: (v if k.startswith("__") else decode_member(k, v)) for k, v in sample.items()}
+
+
+def tar_samples(url: str, handler) -> Iterator[dict]:
+    """The samples of one shard through webdataset's stages (open -> tar members -> samples);
+    member names keep their case (camera names may have capitals)."""
+    import webdataset as wds
+
+    files = wds.tariterators.tar_file_expander(wds.tariterators.url_opener([{"url": url}], handler=handler),
+                                               handler=handler)
+    return wds.tariterators.group_by_keys(files, lcase=False, handler=handler)
+
+
 class ShardSetStream(torch.utils.data.IterableDataset):
-    """Endless stream of windows from one shard set, split over ranks and workers."""
+    """Endless stream of windows from one shard set for one consumer (rank x loader worker).
+
+    The stages, in order (each a generator over the previous one):
+
+        shard list -> seeded shuffle per pass -> split by rank and worker
+        -> tar samples via webdataset, errors counted and logged at a limited rate (``_samples``)
+        -> episodes: checked, actions/proprioception normalized (``_episodes``)
+        -> pool of episodes, windows drawn across it, each once per pass, then a shuffle buffer
+           of windows (``_windows``)
+
+    ``snapshot()`` is the whole position after the last window handed out: shard pass, shard,
+    samples read from it, the RNG, the pool (episode keys and the window starts they have left)
+    and the buffer (episode key and start of each window). ``restore`` set to a snapshot makes
+    the next iteration continue from there, reading only the shards that hold those episodes:
+    the cost of resuming does not grow with the step.
+    """
 
     def __init__(self, source: SourceConfig, cfg: DataConfig, rank: int = 0, world_size: int = 1,
                  stats: dict | None = None):
@@ -144,12 +193,22 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         self.shards = [str(self.root / s["name"]) for s in index["shards"] if s["num_episodes"]]
         if not self.shards:
             raise ValueError(f"shard set '{source.path}' has no episodes")
+        self.shard_of = {key: str(self.root / rec["shard"]) for key, rec in index.get("episodes", {}).items()}
         self.stats = stats if stats is not None else read_stats(self.root)
+        self.errors = ErrorCounter(f"shard set {source.path}")
+        self.worker: tuple[int, int] | None = None  # (worker, workers), set by MixedStream on resume
+        self.restore: dict | None = None
+        self._state: dict | None = None
         self.num_corrupt = 0
 
-    def _my_shards(self, epoch: int) -> list[str]:
+    def _consumer(self) -> tuple[int, int]:
+        if self.worker is not None:
+            return self.worker
         info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        return (info.id, info.num_workers) if info else (0, 1)
+
+    def _my_shards(self, epoch: int) -> list[str]:
+        wid, nw = self._consumer()
         slots = self.world_size * nw
         shards = list(self.shards)
         random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(shards)  # same order on every rank
@@ -208,64 +267,138 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         out = normalize_actions(raw.astype(np.float32), stats, self.cfg.normalization).astype(np.float32)
         return np.pad(out, ((0, 0), (0, width - out.shape[1])))
 
-    def _episodes(self) -> Iterator[dict]:
-        """Endless: this consumer's episodes, pass after pass (shard order reshuffled per pass)."""
-        epoch = 0
+    # -- stages ---------------------------------------------------------------------------------
+    def _samples(self, epoch: int, first: int, skip: int) -> Iterator[dict | None]:
+        """Shard list -> seeded shuffle per pass -> this rank's and worker's share -> samples of
+        each shard (webdataset), from shard ``first`` of pass ``epoch`` after ``skip`` samples;
+        endless, ``None`` at the end of each pass. ``pos`` = (pass, shard, samples read)."""
         while True:
-            found = False
-            for shard in self._my_shards(epoch):
-                try:
-                    for sample in iter_tar_samples(shard):
-                        try:
-                            ep = self._episode(sample)
-                        except (KeyError, ValueError, IndexError) as err:
-                            self.num_corrupt += 1
-                            print(f"[data] skipped sample {sample.get('__key__')} in {shard}: {err}", flush=True)
-                            continue
-                        if len(window_starts(len(ep["latents"]), self.cfg.window)):
-                            found = True
-                            yield ep
-                except (OSError, EOFError) as err:  # torn or unreadable tar: skip the rest of it
-                    self.num_corrupt += 1
-                    print(f"[data] skipped unreadable shard {shard}: {err}", flush=True)
-            if not found:
-                raise ValueError(f"shard set '{self.source.path}': no readable episode of this consumer has "
-                                 f"the {self.cfg.window.span} frames one window spans")
-            epoch += 1
+            mine = self._my_shards(epoch)
+            for i in range(first, len(mine)):
+                for j, raw in enumerate(tar_samples(mine[i], self.errors)):
+                    if j < skip:  # read before the checkpoint
+                        continue
+                    self.pos = [epoch, i, j + 1]
+                    yield raw
+                skip = 0
+                self.pos = [epoch, i + 1, 0]
+            yield None
+            epoch, first = epoch + 1, 0
+            self.pos = [epoch, 0, 0]
+
+    def _episodes(self, samples, whole_pass: bool) -> Iterator[tuple[str, dict]]:
+        """(key, episode) of every usable sample. A whole pass over this consumer's shards without
+        one usable episode is an error (it would loop forever)."""
+        found = False
+        for raw in samples:
+            if raw is None:
+                if whole_pass and not found:
+                    raise ValueError(f"shard set '{self.source.path}': no readable episode of this consumer has "
+                                     f"the {self.cfg.window.span} frames one window spans")
+                whole_pass, found = True, False
+                continue
+            try:
+                ep = self._episode(decode_sample(raw))
+            except (KeyError, ValueError, IndexError, OSError, EOFError) as err:
+                self.num_corrupt += 1
+                self.errors(ValueError(f"sample {raw.get('__key__')} in {raw.get('__url__')}: {err}"))
+                continue
+            if len(window_starts(len(ep["latents"]), self.cfg.window)):
+                found = True
+                yield raw["__key__"], ep
+
+    def _load(self, keys: set[str]) -> dict[str, dict]:
+        """Episodes by key, reading only the shards that hold them (for a restore)."""
+        out: dict[str, dict] = {}
+        by_shard: dict[str, set[str]] = {}
+        for key in keys:
+            if key not in self.shard_of:
+                raise ValueError(f"data position names episode '{key}', which shard set '{self.source.path}' "
+                                 f"does not hold: the set changed since the checkpoint")
+            by_shard.setdefault(self.shard_of[key], set()).add(key)
+        for url, wanted in by_shard.items():
+            for raw in tar_samples(url, self.errors):
+                if raw["__key__"] in wanted:
+                    out[raw["__key__"]] = self._episode(decode_sample(raw))
+        missing = keys - set(out)
+        if missing:
+            raise ValueError(f"data position: episodes {sorted(missing)[:3]} could not be read back from "
+                             f"'{self.source.path}'")
+        return out
+
+    def snapshot(self) -> dict | None:
+        """The position after the last window handed out (small: keys and starts, no data);
+        before the first window, the position it will start from (None: the beginning)."""
+        st = self._state
+        if st is None:
+            return self.restore
+        return {"pos": list(self.pos), "rng": st["rng"].getstate(), "corrupt": self.num_corrupt,
+                "pool": [(key, list(starts)) for key, _, starts in st["pool"]],
+                "buffer": [(key, start) for key, start, _ in st["buffer"]]}
 
     def __iter__(self) -> Iterator[dict]:
         """Windows drawn from a pool of ``shuffle_episodes`` episodes (each window once per pass,
         in random order), then through a ``shuffle_buffer`` of windows."""
-        info = torch.utils.data.get_worker_info()
+        self._state = None
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[dict]:
+        wid, _ = self._consumer()
         # zlib, not hash(): str hashes change per process, and the stream must replay exactly
-        rng = random.Random(zlib.crc32(f"{self.cfg.seed}/{self.rank}/{info.id if info else 0}/{self.root}".encode()))
-        episodes = self._episodes()
-        pool: list[tuple[dict, list[int]]] = []
-        buffer: list[dict] = []
+        rng = random.Random(zlib.crc32(f"{self.cfg.seed}/{self.rank}/{wid}/{self.root}".encode()))
+        pool: list[tuple[str, dict, list[int]]] = []
+        buffer: list[tuple[str, int, dict]] = []
+        saved, self.restore = self.restore, None
+        epoch, shard, skip = 0, 0, 0
+        if saved is not None:
+            epoch, shard, skip = saved["pos"]
+            rng.setstate(_as_rng_state(saved["rng"]))
+            self.num_corrupt = saved["corrupt"]
+            eps = self._load({k for k, _ in saved["pool"]} | {k for k, _ in saved["buffer"]})
+            pool = [(k, eps[k], list(starts)) for k, starts in saved["pool"]]
+            buffer = [(k, start, self._window(eps[k], start)) for k, start in saved["buffer"]]
+        self.pos = [epoch, shard, skip]
+        self._state = {"rng": rng, "pool": pool, "buffer": buffer}
+        episodes = self._episodes(self._samples(epoch, shard, skip), whole_pass=shard == 0 and skip == 0)
         while True:
             while len(pool) < self.cfg.shuffle_episodes:
-                ep = next(episodes)
+                key, ep = next(episodes)
                 starts = list(window_starts(len(ep["latents"]), self.cfg.window))
                 rng.shuffle(starts)
-                pool.append((ep, starts))
+                pool.append((key, ep, starts))
             i = rng.randrange(len(pool))
-            ep, starts = pool[i]
-            win = self._window(ep, starts.pop())
+            key, ep, starts = pool[i]
+            start = starts.pop()
+            item = (key, start, self._window(ep, start))
             if not starts:  # episode used up: its slot goes to the next one
                 pool[i] = pool[-1]
                 pool.pop()
             if len(buffer) < self.cfg.shuffle_buffer:
-                buffer.append(win)
+                buffer.append(item)
                 continue
             j = rng.randrange(len(buffer))
-            buffer[j], win = win, buffer[j]
-            yield win
+            buffer[j], item = item, buffer[j]
+            yield item[2]
+
+
+def _as_rng_state(state) -> tuple:
+    """random.Random state back from a checkpoint (lists after a round trip through JSON/pickle)."""
+    version, internal, gauss = state
+    return version, tuple(internal), gauss
 
 
 class MixedStream(torch.utils.data.IterableDataset):
-    """Weighted mixture of shard-set streams (seeded, per rank and worker)."""
+    """Weighted mixture of shard-set streams (seeded, per rank and worker).
 
-    def __init__(self, cfg: DataConfig, rank: int = 0, world_size: int = 1, stats: dict | None = None):
+    Every ``batch_size``-th window carries ``__state__``: this worker's data position after it
+    (the mixing RNG and each stream's ``snapshot``), so the batch it ends records where its
+    worker stands. ``resume`` = {"consumed": batches this rank consumed, "workers": {worker:
+    state}} restarts every worker there; loader workers are rotated so that the next batch
+    comes from the worker that would have produced it.
+    """
+
+    def __init__(self, cfg: DataConfig, rank: int = 0, world_size: int = 1, stats: dict | None = None,
+                 batch_size: int = 1, resume: dict | None = None):
         super().__init__()
         if not cfg.sources:
             raise ValueError("data.sources is empty: give at least one latent shard set")
@@ -277,16 +410,43 @@ class MixedStream(torch.utils.data.IterableDataset):
         if len(ids) > 1:
             raise ValueError(f"data.sources were encoded with different VAEs: {sorted(ids)}")
         self.vae_identity = ids.pop()
-        self.rank = rank
+        self.rank, self.batch_size = rank, max(1, batch_size)
+        self.resume = resume
         w = np.asarray([s.weight for s in cfg.sources], dtype=np.float64)
         self.probs = w / w.sum()
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
-        rng = np.random.default_rng([self.cfg.seed, self.rank, info.id if info else 0])
+        workers = info.num_workers if info else 1
+        worker = ((info.id if info else 0) + (self.resume or {}).get("consumed", 0)) % workers
+        for s in self.streams:
+            s.worker = (worker, workers)
+        rng = np.random.default_rng([self.cfg.seed, self.rank, worker])
+        saved = ((self.resume or {}).get("workers") or {}).get(worker)
+        if saved is not None:
+            rng.bit_generator.state = saved["mix"]
+            for s, st in zip(self.streams, saved["streams"]):
+                s.restore = st
         iters = [iter(s) for s in self.streams]
+        n = 0
         while True:
-            yield next(iters[rng.choice(len(iters), p=self.probs)])
+            win = next(iters[rng.choice(len(iters), p=self.probs)])
+            n += 1
+            if n % self.batch_size == 0:
+                win = {**win, "__state__": {"worker": worker, "mix": rng.bit_generator.state,
+                                            "streams": [s.snapshot() for s in self.streams]}}
+            yield win
+
+
+def collate(samples: list[dict]) -> dict:
+    """default_collate, with the data position of the batch's last window set aside."""
+    state = None
+    for s in samples:
+        state = s.pop("__state__", state)
+    batch = torch.utils.data.default_collate(samples)
+    if state is not None:
+        batch["__state__"] = state
+    return batch
 
 
 def batch_to_device(batch: dict, device) -> dict:
@@ -296,8 +456,35 @@ def batch_to_device(batch: dict, device) -> dict:
 
 
 def make_loader(cfg: DataConfig, batch_size: int, rank: int = 0, world_size: int = 1,
-                stats: dict | None = None) -> torch.utils.data.DataLoader:
-    """Batches of {'history', 'future', 'actions', 'has_actions'[, 'proprio']} for one rank."""
-    return torch.utils.data.DataLoader(MixedStream(cfg, rank, world_size, stats), batch_size=batch_size,
+                stats: dict | None = None, resume: dict | None = None) -> torch.utils.data.DataLoader:
+    """Batches of {'history', 'future', 'actions', 'has_actions'[, 'proprio'], '__state__'} for
+    one rank; ``resume`` is a ``DataPosition.state()`` from a checkpoint of the same layout."""
+    if resume is not None and resume.get("num_workers") != cfg.num_workers:
+        raise ValueError(f"data.num_workers is {cfg.num_workers}, but the checkpoint's data position was saved "
+                         f"with {resume.get('num_workers')} loader workers per rank: resume with "
+                         f"data.num_workers={resume.get('num_workers')}")
+    return torch.utils.data.DataLoader(MixedStream(cfg, rank, world_size, stats, batch_size, resume),
+                                       batch_size=batch_size, collate_fn=collate,
                                        num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
                                        prefetch_factor=4 if cfg.num_workers > 0 else None)
+
+
+class DataPosition:
+    """Where a rank's loader stands: the state carried by the last batch consumed from each
+    worker, and how many batches were consumed. Saved with every checkpoint (per rank)."""
+
+    def __init__(self, num_workers: int, saved: dict | None = None):
+        self.num_workers = num_workers
+        self.consumed = saved["consumed"] if saved else 0
+        self.workers = dict(saved["workers"]) if saved else {}
+
+    def take(self, batch: dict) -> dict:
+        """Record ``batch``'s position; returns the batch without it."""
+        state = batch.pop("__state__", None)
+        if state is not None:
+            self.workers[state["worker"]] = state
+        self.consumed += 1
+        return batch
+
+    def state(self) -> dict:
+        return {"consumed": self.consumed, "num_workers": self.num_workers, "workers": dict(self.workers)}

@@ -7,8 +7,8 @@ One entry point for every launcher (local, torchrun, srun, submitit):
 
 Setup, then a loop that reads top to bottom; the pieces around it are components
 (pipeline/components/: distributed, engine, lr_schedule, ema, checkpoint, metrics). Everything
-is counted in optimizer steps. Checkpoints go to ``run_dir/checkpoints/step_N`` and are only
-used on resume once complete; SIGUSR1/SIGUSR2/SIGTERM (Slurm's warning, preemption) make every
+is counted in optimizer steps. Checkpoints go to ``run_dir/checkpoints/step_N`` (with each
+rank's data position, so a resume reads no data twice) and are only used on resume once complete; SIGUSR1/SIGUSR2/SIGTERM (Slurm's warning, preemption) make every
 rank checkpoint at the next step boundary and exit with code 124.
 """
 
@@ -29,7 +29,7 @@ from pipeline.components.distributed import PREEMPTED_EXIT, Preemption, init_dis
 from pipeline.components.ema import EMA
 from pipeline.components.engine import build_engine
 from pipeline.components.metrics import FlopCounter, StepMeter, Tracker, peak_flops
-from pipeline.data import batch_to_device, make_loader
+from pipeline.data import DataPosition, batch_to_device, make_loader
 from pipeline.train_config import TrainConfig
 from pipeline.validation import Validator
 from uva import UVA, count_parameters, model_config, rng
@@ -93,10 +93,11 @@ def train(cfg: TrainConfig, load=load_weights) -> dict:
     gen = rng.generator(cfg.seed * 1000 + rank, device)  # masks, modes and noise, drawn on the device
 
     ckpts = RunCheckpoints(run_dir / "checkpoints", cfg.keep_last)
-    step, run_id = 0, None
+    step, run_id, data_saved = 0, None, None
     resumed = ckpts.load_latest(engine, rank, world)
     if resumed:
         step, client, local = resumed
+        data_saved = local.get("data")
         run_id = client.get("mlflow_run_id")
         gen.set_state(local["generator"])
         torch.set_rng_state(local["torch_rng"])
@@ -114,7 +115,7 @@ def train(cfg: TrainConfig, load=load_weights) -> dict:
     def save(at: int) -> None:
         client = {"step": at, "world_size": world, "mlflow_run_id": tracker.run_id, "config": to_dict(cfg)}
         local = {"generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                 "ema": ema.state() if ema is not None else []}
+                 "ema": ema.state() if ema is not None else [], "data": position.state()}
         ckpts.save(engine, at, rank=rank, client=client, local=local, model_config=asdict(mcfg), ema=ema,
                    zero3=cfg.zero_stage == 3)
         if rank == 0:
@@ -131,14 +132,17 @@ def train(cfg: TrainConfig, load=load_weights) -> dict:
     # Preemption handlers go in before the loader's worker processes fork: Slurm signals every
     # process of a job step, and a worker with the default handler would die of it.
     with Preemption() as preempt:
-        loader = iter(make_loader(cfg.data, cfg.micro_batch_size, rank, world))
-        for _ in range(step * cfg.grad_accum_steps):  # data position: replay the deterministic stream
-            next(loader)
+        # the data position is part of the checkpoint: resuming costs the same at any step
+        position = DataPosition(cfg.data.num_workers, data_saved)
+        loader = iter(make_loader(cfg.data, cfg.micro_batch_size, rank, world, resume=data_saved))
+        if resumed and data_saved is None:  # a checkpoint from before positions were saved
+            for _ in range(step * cfg.grad_accum_steps):  # replay the deterministic stream
+                position.take(next(loader))
         while step < cfg.total_steps:
             step_loss = 0.0
             for _ in range(cfg.grad_accum_steps):
                 with meter.waiting():
-                    batch = batch_to_device(next(loader), device)
+                    batch = batch_to_device(position.take(next(loader)), device)
                 with flops.count():
                     out = engine(**batch, mode_weights=weights, generator=gen)
                     engine.backward(out["loss"])

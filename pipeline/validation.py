@@ -70,38 +70,39 @@ def write_prediction_video(vae, batch: dict, future: torch.Tensor, path: Path, f
 
 
 class Validator:
-    """Runs ``evaluate`` on the held-out sets every ``cfg.eval_every`` steps and reports it. Its
-    loader and VAE are made at the first evaluation."""
+    """Runs ``evaluate`` on the held-out sets every ``cfg.eval_every`` steps and reports it. Each
+    evaluation reads a fresh held-out stream seeded by its step (so a resumed run evaluates the
+    same batches as an uninterrupted one); the VAE is loaded at the first evaluation."""
 
     def __init__(self, cfg, rank: int, world_size: int, device, bf16: bool, tracker):
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.device, self.bf16, self.tracker = device, bf16, tracker
-        self.loader = None
         self.vae = None
 
     def due(self, step: int) -> bool:
         return bool(self.cfg.eval_every) and (step % self.cfg.eval_every == 0 or step == self.cfg.total_steps)
 
-    def _start(self) -> None:
+    def _batch(self, step: int) -> dict:
         from pipeline.data import make_loader, merged_stats
 
         cfg = self.cfg
-        data = replace(cfg.data, sources=cfg.eval_sources or cfg.data.sources, seed=cfg.data.seed + 1, num_workers=0)
+        data = replace(cfg.data, sources=cfg.eval_sources or cfg.data.sources, seed=cfg.data.seed + 1 + step,
+                       num_workers=0)
         # held-out actions are normalized with the training statistics
-        self.loader = iter(make_loader(data, cfg.eval_batch_size, self.rank, self.world_size,
-                                       stats=merged_stats(cfg.data.sources)))
-        if self.rank == 0 and cfg.eval_vae:
-            from uva_io.vae_bundle import load_vae
-
-            self.vae = load_vae(cfg.eval_vae)
+        batch = next(iter(make_loader(data, cfg.eval_batch_size, self.rank, self.world_size,
+                                      stats=merged_stats(cfg.data.sources))))
+        batch.pop("__state__", None)
+        return batch
 
     def run(self, model: UVA, step: int) -> dict:
         from pipeline.data import batch_to_device
 
-        if self.loader is None:
-            self._start()
         cfg = self.cfg
-        batch = batch_to_device(next(self.loader), self.device)
+        if self.rank == 0 and cfg.eval_vae and self.vae is None:
+            from uva_io.vae_bundle import load_vae
+
+            self.vae = load_vae(cfg.eval_vae)
+        batch = batch_to_device(self._batch(step), self.device)
         res = evaluate(model, batch, cfg.eval_sampling_steps, cfg.eval_iters,
                        rng.generator(cfg.seed + step, self.device))
         metrics = res["metrics"]
