@@ -90,6 +90,42 @@ def test_preempt_checkpoint_resume_matches_uninterrupted(data, tmp_path):
     assert first["losses"] + second["losses"] == pytest.approx(expected, rel=1e-6, abs=1e-7)
 
 
+def test_two_ranks_killed_then_resumed_match_uninterrupted(data, tmp_path):
+    """kill -9 of a 2-rank job with 2 loader workers per rank after its first checkpoint; the
+    rerun resumes from the latest complete checkpoint with each rank's data position (no replay)
+    and gives the uninterrupted run's losses."""
+    import re
+
+    ref = tmp_path / "ref"
+    extra = ["zero_stage=2", "total_steps=40", "checkpoint_every=3", "keep_last=20", "data.num_workers=2"]
+    run_train(base_sets(ref, data) + extra, 2, ref / "losses")
+    expected = [json.loads(Path(f"{ref / 'losses'}.rank{r}").read_text())["losses"] for r in range(2)]
+
+    job = tmp_path / "job"
+    sets = base_sets(job, data) + extra
+    proc = run_train(sets, 2, job / "losses", wait=False, start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "checkpoint step_3" in line:  # kill -9 the launcher, torchrun and both ranks
+            import psutil
+
+            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            for p in family:
+                p.kill()
+            psutil.wait_procs(family, timeout=60)
+            break
+    proc.wait(timeout=120)
+    out = run_train(sets, 2, job / "losses")
+    found = re.search(r"resumed from step_(\d+)", out.stdout)
+    assert found, out.stdout[-2000:]
+    k = int(found.group(1))
+    assert 3 <= k < 40, "".join(seen)[-2000:]
+    for r in range(2):
+        got = json.loads(Path(f"{job / 'losses'}.rank{r}").read_text())["losses"]
+        assert got == pytest.approx(expected[r][k:], rel=1e-6, abs=1e-7), r
+
+
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real MLflow tracking server on 127.0.0.1 with artifact serving."""
