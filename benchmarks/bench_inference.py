@@ -73,7 +73,7 @@ def main() -> None:
                 setup = time.perf_counter() - t
                 ms = median_ms(lambda: sampler(hist, generator=gen), runs, cuda)
                 print(f"{size:10} {params:7.1f}M {backend:8} {label:7} {steps:5d} {ms:10.2f} {setup:8.1f}", flush=True)
-                del sampler
+                sampler = None  # frees its graph and buffers before the next
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def run_train(cmd: list[str], run_dir: Path) -> tuple[dict, str, float]:
 
 
 def stage_train(args, latents: Path, run_dir: Path) -> None:
-    res, out, wall = run_train(train_command(args, latents, run_dir, args.train_steps), run_dir)
+    res, _, wall = run_train(train_command(args, latents, run_dir, args.train_steps), run_dir)
     hist = res["throughput"][1:] or res["throughput"]  # the first window holds the warm-up
     row("train", f"{args.train_size if args.device == 'cuda' else 'embedded default'}, {args.train_steps} steps, "
         f"wall s", wall)
@@ -208,7 +208,7 @@ def stage_latency(args) -> None:
             ms = timed_calls(lambda: sampler(hist, generator=gen), calls, cuda)
             row("latency", f"{steps} steps: static {backend}{' bf16' if bf16 is not None else ''} ms "
                 f"(setup {setup:.1f} s)", ms)
-            del sampler
+            sampler = None  # frees its graph and buffers before the next
 
 
 def stage_policy(args, bundle: Path) -> None:
@@ -222,7 +222,7 @@ def stage_policy(args, bundle: Path) -> None:
     ms = timed_calls(lambda: policy({"image": frames, "agent_pos": np.zeros((policy.num_obs, 2))}, 8),
                      args.calls, args.device == "cuda")
     row("policy", "one call incl. VAE encode of the frames, ms", ms)
-    del policy
+    policy = None
     seeds = TEST_SEEDS[: args.seeds]
     res = evaluate_policy(functools.partial(load_policy, bundle, device=args.device), seeds,
                           workers=min(args.workers, len(seeds)), max_steps=args.eval_steps, log=None)
