@@ -20,7 +20,7 @@ Stages, each timed, each a row of the table:
              seeds with the policy on the device (CUDA graph path); the score of a 200-step
              uva-S model is not a quality figure, the row checks the path.
 
-Heavy optional packages are not needed: no Ray, decord, av, webdataset or submitit; MLflow
+Heavy optional packages are not needed: no Ray, decord, av or submitit; MLflow
 logs to a file store (MLFLOW_ALLOW_FILE_STORE=true), so mlflow-skinny suffices.
 """
 

@@ -10,8 +10,8 @@
 # what the check imports travels: DeepSpeed (built here as a pure-Python wheel: its kernels are
 # JIT-built on demand, and the check needs none), MLflow's client (mlflow-skinny with a file
 # store, not the server), the PushT simulator (gym-pusht, pymunk, pygame, gymnasium, shapely),
-# and their missing dependencies. Not ray, decord, av, webdataset or submitit: the check encodes
-# in-process from frames in memory and trains without them.
+# webdataset (the training loader's tar stages) and their missing dependencies. Not ray, decord,
+# av or submitit: the check encodes in-process from frames in memory and trains without them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-.whl}
@@ -19,7 +19,7 @@ PY=${PYTHON:-.venv/bin/python}
 BINARY=(mlflow-skinny databricks-sdk fastapi starlette opentelemetry-api opentelemetry-sdk
         opentelemetry-semantic-conventions opentelemetry-proto gitpython gitdb smmap sqlparse cachetools
         pydantic pydantic-core annotated-types typing-inspection importlib-metadata python-dotenv
-        google-auth pyasn1 pyasn1-modules hjson
+        google-auth pyasn1 pyasn1-modules hjson webdataset braceexpand
         gym-pusht pymunk cffi pycparser pygame gymnasium farama-notifications shapely)
 version() { "$PY" -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p'; }
 pins=()

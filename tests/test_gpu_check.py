@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ABSENT = ("ray", "decord", "av", "webdataset", "submitit", "sqlalchemy", "alembic", "flask", "mlflow.server")
+ABSENT = ("ray", "decord", "av", "submitit", "sqlalchemy", "alembic", "flask", "mlflow.server")
 
 BLOCKER = f'''
 import importlib.abc
