@@ -20,13 +20,13 @@ import random
 import time
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
 from pipeline.robots import normalize_actions
+from uva_io import storage
 from uva_io.shardset import decode_member, load_index, read_stats
 
 
@@ -157,6 +157,8 @@ def tar_samples(url: str, handler) -> Iterator[dict]:
     member names keep their case (camera names may have capitals)."""
     import webdataset as wds
 
+    if storage.is_remote(url):
+        storage.register_webdataset_schemes()
     files = wds.tariterators.tar_file_expander(wds.tariterators.url_opener([{"url": url}], handler=handler),
                                                handler=handler)
     return wds.tariterators.group_by_keys(files, lcase=False, handler=handler)
@@ -184,16 +186,16 @@ class ShardSetStream(torch.utils.data.IterableDataset):
                  stats: dict | None = None):
         super().__init__()
         self.source, self.cfg, self.rank, self.world_size = source, cfg, rank, world_size
-        self.root = Path(source.path)
+        self.root = storage.join(source.path)  # a folder or a URL (s3://bucket/prefix)
         index = load_index(self.root)
         if cfg.vae_identity and index["vae"] != cfg.vae_identity:
             raise ValueError(f"shard set '{source.path}' was encoded with VAE {index['vae']}, "
                              f"but training is configured for VAE {cfg.vae_identity}")
         self.vae_identity = index["vae"]
-        self.shards = [str(self.root / s["name"]) for s in index["shards"] if s["num_episodes"]]
+        self.shards = [storage.join(self.root, s["name"]) for s in index["shards"] if s["num_episodes"]]
         if not self.shards:
             raise ValueError(f"shard set '{source.path}' has no episodes")
-        self.shard_of = {key: str(self.root / rec["shard"]) for key, rec in index.get("episodes", {}).items()}
+        self.shard_of = {key: storage.join(self.root, rec["shard"]) for key, rec in index.get("episodes", {}).items()}
         self.stats = stats if stats is not None else read_stats(self.root)
         self.errors = ErrorCounter(f"shard set {source.path}")
         self.worker: tuple[int, int] | None = None  # (worker, workers), set by MixedStream on resume

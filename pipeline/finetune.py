@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pipeline.data import SourceConfig
 from pipeline.train_config import ModelSection, TrainConfig
+from uva_io import storage
 from uva_io.shardset import read_stats
 
 
@@ -87,7 +88,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
     stats, proprio, identities = None, None, set()
     use_proprio = cfg.use_proprio and bool(robot.proprio_names)
     for d in data:
-        if not (Path(d) / "index.json").is_file():
+        if not storage.exists(storage.join(d, "index.json")):
             raise FileNotFoundError(f"--data {d}: no index.json (a shard set written by encode_latents.py)")
         entry = check_stats(robot, read_stats(d), f"--data {d}")
         if use_proprio:

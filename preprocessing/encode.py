@@ -12,13 +12,15 @@ latents (about 1/600 of the frames' size at the defaults) are held whole.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from preprocessing.sources import Episode, load_array
+from uva_io import storage
 from uva_io.files import npy_bytes
 from uva_io.vae_bundle import encode_frames, load_vae
 from uva_io.video import ClipReader, DecodeError
@@ -106,22 +108,34 @@ def _lockstep(readers: dict[str, ClipReader]):
         yield idx, {cam: c[0] for cam, c in step.items()}
 
 
+def _local(ep: Episode, stack: contextlib.ExitStack) -> Episode:
+    """The episode with videos in object storage downloaded to temporary files (removed with ``stack``)."""
+    if not any(storage.is_remote(v) for v in ep.videos.values()):
+        return ep
+    return replace(ep, videos={cam: stack.enter_context(storage.local_copy(v)) for cam, v in ep.videos.items()})
+
+
 def decode_episode(ep: Episode, cfg: EncodeConfig) -> dict:
     """Decode every camera and load per-frame arrays, resampled to ``cfg.fps``. An episode of
     more than ``cfg.chunk_frames`` frames is not held: the result is ``{"episode_id", "stream":
     True}`` and the VAE actor's ``encode_streaming`` takes it in chunks."""
     try:
-        readers = _readers(ep, cfg)
-        indices, per_cam = [], {cam: [] for cam in readers}
-        for n, (idx, frames) in enumerate(_lockstep(readers)):
-            if n:  # a second chunk: too long to hold
-                return {"episode_id": ep.episode_id, "stream": True}
-            indices.append(idx)
-            for cam, f in frames.items():
-                per_cam[cam].append(f)
-        return _finish(ep, cfg, readers, indices, per_cam, "frames")
+        with contextlib.ExitStack() as stack:
+            return _decode(_local(ep, stack), cfg)
     except (DecodeError, ValueError, OSError) as err:
         return {"episode_id": ep.episode_id, "error": str(err)}
+
+
+def _decode(ep: Episode, cfg: EncodeConfig) -> dict:
+    readers = _readers(ep, cfg)
+    indices, per_cam = [], {cam: [] for cam in readers}
+    for n, (idx, frames) in enumerate(_lockstep(readers)):
+        if n:  # a second chunk: too long to hold
+            return {"episode_id": ep.episode_id, "stream": True}
+        indices.append(idx)
+        for cam, f in frames.items():
+            per_cam[cam].append(f)
+    return _finish(ep, cfg, readers, indices, per_cam, "frames")
 
 
 class FrameEncoder:
@@ -150,13 +164,15 @@ class FrameEncoder:
         """Decode and encode an episode ``cfg.chunk_frames`` frames at a time (a long video):
         the frames of one chunk are all that is held."""
         try:
-            readers = _readers(ep, cfg, streaming=True)
-            indices, per_cam = [], {cam: [] for cam in readers}
-            for idx, frames in _lockstep(readers):
-                indices.append(idx)
-                for cam, f in frames.items():
-                    per_cam[cam].append(self.encode_frames(f))
-            return _finish(ep, cfg, readers, indices, per_cam, "latents")
+            with contextlib.ExitStack() as stack:
+                local = _local(ep, stack)
+                readers = _readers(local, cfg, streaming=True)
+                indices, per_cam = [], {cam: [] for cam in readers}
+                for idx, frames in _lockstep(readers):
+                    indices.append(idx)
+                    for cam, f in frames.items():
+                        per_cam[cam].append(self.encode_frames(f))
+                return _finish(local, cfg, readers, indices, per_cam, "latents")
         except (DecodeError, ValueError, OSError) as err:
             return {"episode_id": ep.episode_id, "error": str(err)}
 

@@ -26,13 +26,21 @@ from dataclasses import replace
 from pathlib import Path
 
 from preprocessing.encode import EncodeConfig, FrameEncoder, decode_episode, pack_sample
-from preprocessing.sources import Episode, read_lerobot, read_manifest, read_video_folder
+from preprocessing.sources import (
+    Episode,
+    read_lerobot,
+    read_manifest,
+    read_video_folder,
+)
+from uva_io import storage
 from uva_io.config import load_config, to_dict
-from uva_io.files import atomic_write
 from uva_io.shardset import INDEX_FORMAT, compute_action_stats, shard_name, write_shard
 from uva_io.video import probe_duration
 
 log = logging.getLogger("encode_latents")
+
+
+STORAGE_ENV = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_", "FSSPEC_")
 
 
 def ray_token_available() -> bool:
@@ -97,11 +105,15 @@ def cut_clips(ep: Episode, seconds: float) -> list[Episode]:
 def gather_episodes(args: argparse.Namespace, clip_seconds: float | None = None) -> tuple[list[Episode], list[dict]]:
     episodes, errors = [], []
     for path in args.manifest:
-        if not Path(path).is_file():
+        if not storage.exists(path):
             raise ValueError(f"--manifest {path}: file does not exist")
         e, err = read_manifest(path, default_robot=args.robot or "unknown")
         episodes += e
         errors += err
+    for path in args.lerobot + args.video_folder:
+        if storage.is_remote(path):
+            raise ValueError(f"{path}: LeRobot datasets and video folders are read from local (or mounted) "
+                             f"folders; manifests may name videos and arrays by URL")
     for path in args.lerobot:
         e, err = read_lerobot(path, robot=args.robot)
         episodes += e
@@ -126,18 +138,18 @@ def gather_episodes(args: argparse.Namespace, clip_seconds: float | None = None)
     return unique, errors
 
 
-def check_run_identity(out: Path, identity: dict) -> None:
+def check_run_identity(out: str, identity: dict) -> None:
     """Refuse to mix a resumed run with a different config, VAE or episode list."""
-    path = out / "run.json"
-    if path.is_file():
-        previous = json.loads(path.read_text())
+    path = storage.join(out, "run.json")
+    if storage.exists(path):
+        previous = json.loads(storage.read_text(path))
         for key in ("config", "vae", "episodes_sha"):
             if previous.get(key) != identity.get(key):
                 raise ValueError(
                     f"{out} holds shards from a run with a different {key}; use a new --output "
                     f"or delete the folder")
     else:
-        path.write_text(json.dumps(identity, indent=1))
+        storage.write_bytes(path, json.dumps(identity, indent=1))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
     vae = load_vae(cfg.vae, preset=cfg.vae_preset)
     vae_id = vae_identity(vae)
     episodes, errors = gather_episodes(args, cfg.clip_seconds)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.output.rstrip("/") if storage.is_remote(args.output) else str(Path(args.output))
+    storage.makedirs(out)
     ep_sha = hashlib.sha256(json.dumps([e.to_json() for e in episodes]).encode()).hexdigest()[:16]
     identity = {"config": {k: getattr(cfg, k) for k in cfg.OUTPUT_KEYS}, "vae": vae_id, "vae_config": to_dict(vae.config),
                 "episodes_sha": ep_sha}
@@ -160,14 +172,18 @@ def run(args: argparse.Namespace) -> int:
 
     k = cfg.episodes_per_shard
     shards = [episodes[i : i + k] for i in range(0, len(episodes), k)]
-    todo = [i for i in range(len(shards)) if not (out / f"{shard_name(cfg.shard_prefix, i)}.tar").is_file()]
+    todo = [i for i in range(len(shards))
+            if not storage.exists(storage.join(out, f"{shard_name(cfg.shard_prefix, i)}.tar"))]
     print(f"[encode] {len(episodes)} episodes in {len(shards)} shards; {len(todo)} to write "
           f"({len(shards) - len(todo)} already complete); VAE {vae_id}", flush=True)
 
     frames_done, started = 0, time.time()
     if todo:
+        # object-storage settings of this shell reach the workers too (endpoint, credentials, region)
+        forward = {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV)}
         ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False,
-                 ignore_reinit_error=True, logging_level=logging.WARNING)
+                 ignore_reinit_error=True, logging_level=logging.WARNING,
+                 runtime_env={"env_vars": forward} if forward else None)
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
         # a resumed run keeps the precision its shards were written with
         written = written_precision(out, shards, cfg)
@@ -212,16 +228,16 @@ def run(args: argparse.Namespace) -> int:
     return finalize(out, cfg, shards, errors, vae_id, identity, frames_done, time.time() - started, args.strict)
 
 
-def written_precision(out: Path, shards: list, cfg: EncodeConfig) -> str | None:
+def written_precision(out: str, shards: list, cfg: EncodeConfig) -> str | None:
     """The VAE precision of the shards already written here (None when there are none)."""
     for i in range(len(shards)):
-        sidecar = out / f"{shard_name(cfg.shard_prefix, i)}.json"
-        if sidecar.is_file():
-            return json.loads(sidecar.read_text()).get("vae_precision", "fp32")
+        name = shard_name(cfg.shard_prefix, i)
+        if storage.exists(storage.join(out, f"{name}.tar")):  # complete: its sidecar is there
+            return json.loads(storage.read_text(storage.join(out, f"{name}.json"))).get("vae_precision", "fp32")
     return None
 
 
-def write_complete_shard(out: Path, cfg: EncodeConfig, idx: int, eps: list[Episode],
+def write_complete_shard(out: str, cfg: EncodeConfig, idx: int, eps: list[Episode],
                          results: dict[int, dict], vae_id: str, precision: str) -> int:
     samples, records, skipped, frames = [], {}, [], 0
     for j, ep in enumerate(eps):
@@ -240,22 +256,21 @@ def write_complete_shard(out: Path, cfg: EncodeConfig, idx: int, eps: list[Episo
     return frames
 
 
-def finalize(out: Path, cfg: EncodeConfig, shards: list, errors: list[dict], vae_id: str,
+def finalize(out: str, cfg: EncodeConfig, shards: list, errors: list[dict], vae_id: str,
              identity: dict, frames_done: int, seconds: float, strict: bool) -> int:
     """Index, statistics and error log over every shard (fresh and previously written)."""
     index_shards, episodes, skipped = [], {}, list(errors)
-    tar_paths = []
+    tar_paths, precisions = [], set()
     for i in range(len(shards)):
         name = shard_name(cfg.shard_prefix, i)
-        sidecar = json.loads((out / f"{name}.json").read_text())
-        tar_paths.append(out / f"{name}.tar")
+        sidecar = json.loads(storage.read_text(storage.join(out, f"{name}.json")))
+        precisions.add(sidecar.get("vae_precision", "fp32"))
+        tar_paths.append(storage.join(out, f"{name}.tar"))
         index_shards.append({"name": f"{name}.tar", "num_episodes": len(sidecar["episodes"]),
                              "num_frames": sidecar["num_frames"]})
         for ep_id, rec in sidecar["episodes"].items():
             episodes[ep_id] = rec | {"shard": f"{name}.tar"}
         skipped += sidecar["skipped"]
-    precisions = {json.loads((out / f"{shard_name(cfg.shard_prefix, i)}.json").read_text()).get("vae_precision", "fp32")
-                  for i in range(len(shards))}
     if len(precisions) > 1:
         raise ValueError(f"{out}: shards were encoded with VAE precisions {sorted(precisions)}; set "
                          f"vae_precision and re-encode into a new --output")
@@ -267,9 +282,9 @@ def finalize(out: Path, cfg: EncodeConfig, shards: list, errors: list[dict], vae
              "episodes": episodes, "num_episodes": len(episodes), "num_frames": total_frames,
              "num_skipped": len(skipped), "robots": sorted({r["robot"] for r in episodes.values()})}
     # the index last: a reader that sees it sees the statistics and error log of the same run
-    atomic_write(out / "stats.json", json.dumps(stats, indent=1))
-    atomic_write(out / "errors.jsonl", "".join(json.dumps(e) + "\n" for e in skipped))
-    atomic_write(out / "index.json", json.dumps(index, indent=1))
+    storage.write_bytes(storage.join(out, "stats.json"), json.dumps(stats, indent=1))
+    storage.write_bytes(storage.join(out, "errors.jsonl"), "".join(json.dumps(e) + "\n" for e in skipped))
+    storage.write_bytes(storage.join(out, "index.json"), json.dumps(index, indent=1))
     rate = frames_done / seconds if seconds > 0 and frames_done else 0.0
     print(f"[encode] done: {len(episodes)} episodes, {total_frames} frames, {len(index_shards)} shards, "
           f"{len(skipped)} skipped; this run encoded {frames_done} frames in {seconds:.1f}s "

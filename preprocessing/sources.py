@@ -14,12 +14,16 @@ Relative paths are relative to the manifest's folder. Actions hold one row per v
 
 from __future__ import annotations
 
+import io
 import json
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from uva_io import storage
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -58,17 +62,18 @@ def sanitize_key(text: str) -> str:
     return key
 
 
-def _resolve(base: Path, p: str) -> str:
-    path = Path(p)
-    return str(path if path.is_absolute() else (base / path))
+def _resolve(base: str, p: str) -> str:
+    """A manifest's path relative to the manifest's folder (a URL, or absolute, as given)."""
+    if storage.is_remote(p) or Path(p).is_absolute():
+        return p
+    return storage.join(base, p)
 
 
 def read_manifest(path: str | Path, default_robot: str = "unknown") -> tuple[list[Episode], list[dict]]:
     """Parse a JSONL manifest. Bad lines become errors, never exceptions."""
-    path = Path(path)
-    base = path.parent
+    base = posixpath.dirname(str(path)) if storage.is_remote(path) else str(Path(path).parent)
     episodes, errors, seen = [], [], set()
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(storage.read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -197,10 +202,10 @@ def load_array(ref: str) -> np.ndarray:
         arr = np.asarray(table[column].to_pylist(), dtype=np.float32)
         name = f"{file} column '{column}'"
     else:
-        if not Path(ref).is_file():
+        if not storage.exists(ref):
             raise ValueError(f"{ref}: array file does not exist")
         try:
-            arr = np.load(ref, allow_pickle=False)
+            arr = np.load(io.BytesIO(storage.read_bytes(ref)), allow_pickle=False)
         except Exception as err:
             raise ValueError(f"{ref}: not a readable .npy array ({err})") from err
         name = ref

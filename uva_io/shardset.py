@@ -12,8 +12,10 @@ A shard set is a folder:
 
 A sample's members: ``latents.<camera>.npy`` (T, C, h, w) float16, ``actions.npy`` (T, A)
 float32 (absent for action-free video), ``proprio.npy`` (T, P) float32 (optional), ``meta.json``.
-Tars and sidecars are written under a temporary name and renamed when complete, so a reader
-(or a resumed job) never sees a torn shard. No member is ever pickled.
+Tars and sidecars are written under a temporary name and renamed when complete (in object
+storage: built locally and uploaded, an object appearing only when whole), so a reader (or a
+resumed job) never sees a torn shard. The folder may be a URL (``s3://bucket/prefix``,
+``uva_io.storage``). No member is ever pickled.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from uva_io.files import atomic_write
+from uva_io import storage
 
 INDEX_FORMAT = "uva-latents/1"
 
@@ -36,15 +39,21 @@ def shard_name(prefix: str, idx: int) -> str:
     return f"{prefix}-{idx:06d}"
 
 
-def write_shard(out_dir: Path, prefix: str, idx: int, samples: list[dict], sidecar: dict) -> Path:
+def write_shard(out_dir: str | Path, prefix: str, idx: int, samples: list[dict], sidecar: dict) -> str:
     """Write samples (dicts of member name -> bytes, plus '__key__') as one tar, atomically.
 
-    The sidecar JSON is renamed into place before the tar: a tar that exists is always complete
-    and always has its sidecar.
+    The sidecar JSON is in place before the tar: a tar that exists is always complete and always
+    has its sidecar. ``out_dir`` may be a URL: the tar is built in a local temp file, then uploaded.
     """
     name = shard_name(prefix, idx)
-    tar_path = out_dir / f"{name}.tar"
-    tmp = out_dir / f".{name}.tar.tmp"
+    remote = storage.is_remote(out_dir)
+    tar_path = storage.join(out_dir, f"{name}.tar")
+    if remote:
+        fd, local = tempfile.mkstemp(prefix=f".{name}.", suffix=".tar.tmp")
+        os.close(fd)
+        tmp = Path(local)
+    else:
+        tmp = Path(out_dir) / f".{name}.tar.tmp"
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for sample in samples:
             key = sample["__key__"]
@@ -55,8 +64,11 @@ def write_shard(out_dir: Path, prefix: str, idx: int, samples: list[dict], sidec
                 tar.addfile(info, io.BytesIO(data))
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
-    atomic_write(out_dir / f"{name}.json", json.dumps(sidecar, indent=1).encode())
-    os.replace(tmp, tar_path)
+    storage.write_bytes(storage.join(out_dir, f"{name}.json"), json.dumps(sidecar, indent=1).encode())
+    try:
+        storage.upload(tmp, tar_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return tar_path
 
 
@@ -73,7 +85,7 @@ def iter_tar_samples(path: str | Path, members: tuple[str, ...] | None = None) -
 
     ``members`` limits decoding to those member names (e.g. ('actions.npy', 'meta.json')).
     """
-    with tarfile.open(path, "r") as tar:
+    with storage.open_read(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
         current: dict | None = None
         for info in tar:
             if not info.isfile():
@@ -150,10 +162,11 @@ def compute_action_stats(tar_paths: list[Path]) -> dict:
 
 def load_index(folder: str | Path) -> dict:
     """Read a shard set's index.json with a clear error when it is missing or foreign."""
-    path = Path(folder) / "index.json"
-    if not path.is_file():
-        raise ValueError(f"{folder}: no index.json; not a finished latent shard set")
-    index = json.loads(path.read_text())
+    path = storage.join(folder, "index.json")
+    try:
+        index = json.loads(storage.read_text(path))
+    except FileNotFoundError:
+        raise ValueError(f"{folder}: no index.json; not a finished latent shard set") from None
     if index.get("format") != INDEX_FORMAT:
         raise ValueError(f"{path}: format {index.get('format')!r} is not {INDEX_FORMAT!r}")
     return index
@@ -161,5 +174,7 @@ def load_index(folder: str | Path) -> dict:
 
 def read_stats(folder: str | Path) -> dict:
     """Per-robot action statistics of one shard set (empty for action-free sets)."""
-    path = Path(folder) / "stats.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        return json.loads(storage.read_text(storage.join(folder, "stats.json")))
+    except FileNotFoundError:
+        return {}

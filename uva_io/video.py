@@ -17,6 +17,7 @@ default codec), which decord cannot read, goes to PyAV directly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -108,7 +109,11 @@ def probe_duration(path: str) -> float | None:
     try:
         import av
 
-        with av.open(path) as container:
+        from uva_io import storage
+
+        with contextlib.ExitStack() as stack:
+            src = stack.enter_context(storage.open_read(path)) if storage.is_remote(path) else path
+            container = stack.enter_context(av.open(src))
             streams = container.streams.video
             if not streams:
                 return None
