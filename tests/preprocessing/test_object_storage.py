@@ -26,9 +26,6 @@ from tests.preprocessing.test_encode_latents import (  # noqa: F401
     vae_path,
 )
 
-pytest.importorskip("s3fs")
-pytest.importorskip("moto")
-
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
