@@ -39,7 +39,7 @@ class EncodeConfig:
     shard_prefix: str = "latents"  # shard files are <prefix>-%06d.tar
     num_encoders: int = 1  # VAE actors (one GPU each when the cluster has GPUs)
     encoder_threads: int = 1  # torch CPU threads per VAE actor
-    max_in_flight: int = 4  # episodes decoded/encoded at once (bounds memory)
+    max_in_flight: int = 4  # episodes decoded/encoded at once (bounds memory; at least one shard's episodes)
     min_frames: int = 2  # episodes shorter than this (after resampling) are skipped
     vae_precision: str = "auto"  # fp32, bf16, or auto (bf16 when the VAE actors have GPUs); kept in index.json
     chunk_frames: int = 512  # frames (per camera) decoded and held at once; longer episodes stream through the actor
@@ -159,6 +159,22 @@ class FrameEncoder:
             return decoded
         latents = {cam: self.encode_frames(f) for cam, f in decoded["frames"].items()}
         return {k: v for k, v in decoded.items() if k != "frames"} | {"latents": latents}
+
+    def encode_episodes(self, *decoded: dict) -> list[dict]:
+        """Several decoded episodes at once: their frames (every camera) go through the VAE in
+        shared batches of ``batch_size``, then are split back per episode and camera."""
+        parts = [(i, cam, f) for i, d in enumerate(decoded) if "frames" in d for cam, f in d["frames"].items()]
+        out = [d for d in decoded]
+        if parts:
+            z = self.encode_frames(np.concatenate([f for _, _, f in parts]))
+            latents: dict[int, dict[str, np.ndarray]] = {}
+            lo = 0
+            for i, cam, f in parts:
+                latents.setdefault(i, {})[cam] = z[lo : lo + len(f)]
+                lo += len(f)
+            for i, lat in latents.items():
+                out[i] = {k: v for k, v in decoded[i].items() if k != "frames"} | {"latents": lat}
+        return out
 
     def encode_streaming(self, ep: Episode, cfg: EncodeConfig) -> dict:
         """Decode and encode an episode ``cfg.chunk_frames`` frames at a time (a long video):

@@ -197,30 +197,37 @@ def run(args: argparse.Namespace) -> int:
         actors = [actor_cls.remote(cfg.vae, cfg.vae_preset, cfg.batch_size, cfg.encoder_threads, precision)
                   for _ in range(cfg.num_encoders)]
         cfg_ref = ray.put(cfg)
-        jobs = [(s, j, ep) for s in todo for j, ep in enumerate(shards[s])]
-        pending: dict = {}  # ObjectRef -> (shard, slot, episode)
+        # one actor call per shard: its episodes' frames share the VAE batches (a GPU stays busy
+        # on short episodes), and the grouping is the same on every run, so a resumed job writes
+        # the same bytes
+        pending: dict = {}  # ObjectRef -> (shard, [(slot, episode)])
         results: dict[int, dict[int, dict]] = {s: {} for s in todo}
         progress = None
         if not args.no_progress:
             from tqdm import tqdm
-            progress = tqdm(total=len(jobs), unit="ep", desc="encode", file=sys.stderr)
-        next_job = 0
-        while next_job < len(jobs) or pending:
-            while next_job < len(jobs) and len(pending) < cfg.max_in_flight:
-                s, j, ep = jobs[next_job]
-                decoded = decode_task.remote(ep, cfg_ref)
-                ref = actors[next_job % len(actors)].encode_episode.remote(decoded)
-                pending[ref] = (s, j, ep)
-                next_job += 1
+            progress = tqdm(total=sum(len(shards[s]) for s in todo), unit="ep", desc="encode", file=sys.stderr)
+        queue, in_flight, calls = list(todo), 0, 0
+        while queue or pending:
+            while queue and (not pending or in_flight + len(shards[queue[0]]) <= cfg.max_in_flight):
+                s = queue.pop(0)
+                decoded = [decode_task.remote(ep, cfg_ref) for ep in shards[s]]
+                ref = actors[calls % len(actors)].encode_episodes.remote(*decoded)
+                pending[ref] = (s, list(enumerate(shards[s])))
+                in_flight += len(shards[s])
+                calls += 1
             ready, _ = ray.wait(list(pending), num_returns=1)
-            s, j, ep = pending.pop(ready[0])
-            res = ray.get(ready[0])
-            if res.get("stream"):  # longer than chunk_frames: an actor decodes and encodes it in chunks
-                pending[actors[(s + j) % len(actors)].encode_streaming.remote(ep, cfg_ref)] = (s, j, ep)
-                continue
-            results[s][j] = res
-            if progress:
-                progress.update(1)
+            s, items = pending.pop(ready[0])
+            out_list = ray.get(ready[0])
+            out_list = out_list if isinstance(out_list, list) else [out_list]
+            in_flight -= len(items)
+            for (j, ep), res in zip(items, out_list):
+                if res.get("stream"):  # longer than chunk_frames: an actor decodes and encodes it in chunks
+                    pending[actors[(s + j) % len(actors)].encode_streaming.remote(ep, cfg_ref)] = (s, [(j, ep)])
+                    in_flight += 1
+                    continue
+                results[s][j] = res
+                if progress:
+                    progress.update(1)
             if len(results[s]) == len(shards[s]):
                 frames_done += write_complete_shard(out, cfg, s, shards[s], results.pop(s), vae_id, precision)
         if progress:
