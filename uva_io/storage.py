@@ -125,9 +125,10 @@ def gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **kw) -> IO[by
 
 
 def register_webdataset_schemes() -> None:
-    """Let webdataset read s3://, gs:// and az:// shards through fsspec (http(s) it reads itself)."""
+    """Let webdataset read s3://, gs://, az:// and http(s):// shards through fsspec (no curl or
+    gsutil needed)."""
     import importlib
 
     module = importlib.import_module("webdataset.gopen")  # the module (the package re-exports a function of that name)
-    for scheme in ("s3", "gs", "gcs", "az", "abfs"):
+    for scheme in ("s3", "gs", "gcs", "az", "abfs", "http", "https"):
         module.gopen_schemes[scheme] = gopen_fsspec

@@ -276,3 +276,36 @@ def test_torn_shard_in_the_middle_is_skipped_and_counted(tmp_path):
         episodes.add(round((state - lat) / 9))
     assert stream.errors.count >= 1  # reported and counted, not fatal
     assert episodes == {0, 1, 2, 4, 5}  # arm2, before the cut, and the shards around it are read
+
+
+def test_shard_sets_read_over_http(tmp_path):
+    """A shard set served over HTTP (a real server on 127.0.0.1) is read like the local folder:
+    index, statistics and tars through fsspec/webdataset; one pass gives the same windows (the
+    order differs: the set's location seeds its shuffle)."""
+    import http.server
+    import threading
+
+    root = make_set(tmp_path / "sets" / "arm", "arm", 4, 20, True, per_shard=2)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(tmp_path / "sets"), **k)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/arm"
+
+        def one_pass(path: str) -> list:
+            cfg = DataConfig(sources=[SourceConfig(path)], window=WindowConfig(2, 2, 2, 4), shuffle_episodes=1,
+                             shuffle_buffer=1, num_workers=0)
+            it = iter(ShardSetStream(cfg.sources[0], cfg))
+            wins = [next(it) for _ in range(4 * 14)]  # 4 episodes x 14 windows: each once per pass
+            return sorted((w["history"].flatten().tolist(), w["actions"].flatten().tolist()) for w in wins)
+
+        assert one_pass(url) == one_pass(str(root))
+    finally:
+        server.shutdown()
