@@ -25,16 +25,17 @@ from uva import UVA, count_parameters, model_config, rng
 from uva.sampler import ActionSampler
 
 
-def median_ms(fn, runs: int, cuda: bool) -> float:
+def median_ms(fn, runs: int, cuda: bool, warmup: int = 2) -> float:
+    """Median wall milliseconds of ``runs`` calls after ``warmup`` untimed ones (synchronized on CUDA)."""
     times = []
-    for i in range(runs + 2):  # two warm-up calls
+    for i in range(runs + warmup):
         if cuda:
             torch.cuda.synchronize()
         t = time.perf_counter()
         fn()
         if cuda:
             torch.cuda.synchronize()
-        if i >= 2:
+        if i >= warmup:
             times.append(time.perf_counter() - t)
     return statistics.median(times) * 1000
 

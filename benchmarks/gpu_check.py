@@ -165,16 +165,10 @@ def stage_export(args, latents: Path, run_dir: Path, enc: dict, bundle: Path) ->
 
 
 def timed_calls(fn, calls: int, cuda: bool) -> float:
-    times = []
-    for _ in range(calls):
-        if cuda:
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+    # a sibling script: benchmarks/ is this script's folder, first on its path
+    from bench_inference import median_ms
+
+    return median_ms(fn, calls, cuda, warmup=0)
 
 
 def stage_latency(args) -> None:

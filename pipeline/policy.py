@@ -31,8 +31,9 @@ import torch
 
 from pipeline.export import BUNDLE_FORMAT
 from uva import rng
+from uva.sampler import BACKENDS
 
-POLICY_BACKENDS = ("auto", "none", "eager", "graph", "compile")
+POLICY_BACKENDS = ("auto", "none", *BACKENDS)  # auto: graph on cuda, none (step by step) on cpu
 
 
 def control_steps_per_action(window: dict) -> int:

@@ -61,7 +61,7 @@ def default_action_steps(policy: str) -> int:
 
 def run(argv: list[str] | None = None) -> dict:
     """Parse, evaluate, report; returns the result dict."""
-    from pipeline.policy import load_policy
+    from pipeline.policy import POLICY_BACKENDS, load_policy
     from uva_sim.pusht.runner import TEST_SEEDS, evaluate_policy, parse_seeds, write_report
 
     p = argparse.ArgumentParser(prog="uva-eval", description=__doc__.split("\n\n")[0])
@@ -77,7 +77,7 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--output", default=None, help="results folder (default runs/eval/<policy name>)")
     p.add_argument("--no-videos", action="store_true", help="do not save rollout videos")
     p.add_argument("--device", default="cpu", help="torch device for bundle policies (cuda: bf16 + CUDA graph)")
-    p.add_argument("--backend", default="auto", choices=("auto", "none", "eager", "graph", "compile"),
+    p.add_argument("--backend", default="auto", choices=POLICY_BACKENDS,
                    help="policy call path (auto: graph on cuda, step by step on cpu)")
     p.add_argument("--sampling-steps", type=int, default=None,
                    help="reverse diffusion steps of a bundle policy (default: the bundle's)")

@@ -155,16 +155,14 @@ class FrameEncoder:
         return encode_frames(self.vae, frames, self.batch_size, self.precision)
 
     def encode_episode(self, decoded: dict) -> dict:
-        if "error" in decoded or decoded.get("stream"):  # the driver sends a long one to encode_streaming
-            return decoded
-        latents = {cam: self.encode_frames(f) for cam, f in decoded["frames"].items()}
-        return {k: v for k, v in decoded.items() if k != "frames"} | {"latents": latents}
+        """One decoded episode (``encode_episodes`` of one)."""
+        return self.encode_episodes(decoded)[0]
 
     def encode_episodes(self, *decoded: dict) -> list[dict]:
         """Several decoded episodes at once: their frames (every camera) go through the VAE in
         shared batches of ``batch_size``, then are split back per episode and camera."""
         parts = [(i, cam, f) for i, d in enumerate(decoded) if "frames" in d for cam, f in d["frames"].items()]
-        out = [d for d in decoded]
+        out = list(decoded)  # errors and long episodes (for encode_streaming) pass through
         if parts:
             z = self.encode_frames(np.concatenate([f for _, _, f in parts]))
             latents: dict[int, dict[str, np.ndarray]] = {}

@@ -172,8 +172,8 @@ def run(args: argparse.Namespace) -> int:
 
     k = cfg.episodes_per_shard
     shards = [episodes[i : i + k] for i in range(0, len(episodes), k)]
-    todo = [i for i in range(len(shards))
-            if not storage.exists(storage.join(out, f"{shard_name(cfg.shard_prefix, i)}.tar"))]
+    present = storage.listdir(out)  # one listing, not a request per shard
+    todo = [i for i in range(len(shards)) if f"{shard_name(cfg.shard_prefix, i)}.tar" not in present]
     print(f"[encode] {len(episodes)} episodes in {len(shards)} shards; {len(todo)} to write "
           f"({len(shards) - len(todo)} already complete); VAE {vae_id}", flush=True)
 
@@ -186,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
                  runtime_env={"env_vars": forward} if forward else None)
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
         # a resumed run keeps the precision its shards were written with
-        written = written_precision(out, shards, cfg)
+        pending_shards = set(todo)
+        written = written_precision(out, [i for i in range(len(shards)) if i not in pending_shards], cfg)
         if written and cfg.vae_precision not in ("auto", written):
             raise ValueError(f"{out} holds shards encoded in {written}, config asks vae_precision="
                              f"{cfg.vae_precision}; use a new --output or delete the folder")
@@ -235,13 +236,12 @@ def run(args: argparse.Namespace) -> int:
     return finalize(out, cfg, shards, errors, vae_id, identity, frames_done, time.time() - started, args.strict)
 
 
-def written_precision(out: str, shards: list, cfg: EncodeConfig) -> str | None:
-    """The VAE precision of the shards already written here (None when there are none)."""
-    for i in range(len(shards)):
-        name = shard_name(cfg.shard_prefix, i)
-        if storage.exists(storage.join(out, f"{name}.tar")):  # complete: its sidecar is there
-            return json.loads(storage.read_text(storage.join(out, f"{name}.json"))).get("vae_precision", "fp32")
-    return None
+def written_precision(out: str, done: list[int], cfg: EncodeConfig) -> str | None:
+    """The VAE precision of the complete shards ``done`` (None when there are none)."""
+    if not done:
+        return None
+    sidecar = storage.join(out, f"{shard_name(cfg.shard_prefix, done[0])}.json")  # a complete tar has one
+    return json.loads(storage.read_text(sidecar)).get("vae_precision", "fp32")
 
 
 def write_complete_shard(out: str, cfg: EncodeConfig, idx: int, eps: list[Episode],

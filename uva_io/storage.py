@@ -84,6 +84,18 @@ def upload(local: str | Path, path: str | Path) -> None:
     fs.put_file(str(local), p)
 
 
+def listdir(path: str | Path) -> set[str]:
+    """Names in a folder or under a URL prefix, in one listing (empty when it does not exist)."""
+    if not is_remote(path):
+        return set(os.listdir(path)) if Path(path).is_dir() else set()
+    fs, p = filesystem(str(path))
+    fs.invalidate_cache(p)
+    try:
+        return {posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False)}
+    except FileNotFoundError:
+        return set()
+
+
 def makedirs(path: str | Path) -> None:
     """A local folder (object stores have no folders to make)."""
     if not is_remote(path):

@@ -171,6 +171,7 @@ def _pyav_chunks(reader: "ClipReader", seek: bool = True) -> Iterator[tuple[np.n
             container.seek(max(0, int((r.start - 1.0 / src_fps) / stream.time_base)), stream=stream, backward=True)
         step = None if not r.fps or abs(r.fps - src_fps) < 1e-6 else src_fps / r.fps
         small, full, indices, seg_index, next_pick, produced = [], [], [], 0, 0, 0
+        restart = False
 
         def chunk() -> tuple[np.ndarray, np.ndarray]:
             nonlocal small, produced
@@ -183,6 +184,7 @@ def _pyav_chunks(reader: "ClipReader", seek: bool = True) -> Iterator[tuple[np.n
         for n, frame in enumerate(container.decode(stream)):
             if frame.pts is None and seeked:
                 if n == 0:  # no timestamps to place frames after a seek: read from the start
+                    restart = True
                     break
                 raise DecodeError(f"{r.path}: frames without timestamps after a seek")
             t = float(frame.pts * stream.time_base) if frame.pts is not None else seg_index / src_fps
@@ -204,9 +206,7 @@ def _pyav_chunks(reader: "ClipReader", seek: bool = True) -> Iterator[tuple[np.n
                 if step is None:
                     break
             seg_index += 1
-        else:
-            seeked = False  # decoded to the end: nothing to redo
-        if seeked and not indices and seg_index == 0:
+        if restart:
             container.close()
             yield from _pyav_chunks(r, seek=False)
             return
@@ -268,37 +268,37 @@ class ClipReader:
             except DecodeError:
                 raise
             except Exception as err:
-                raise DecodeError(f"{path}: {self.backend} failed after {first.__len__()}+ frames: "
+                raise DecodeError(f"{path}: {self.backend} failed after {len(first[0])}+ frames: "
                                   f"{type(err).__name__}: {err}") from err
             return
         raise DecodeError(f"{path}: unreadable video ({'; '.join(e.splitlines()[0][:200] for e in errors)})")
 
 
+def _whole(path: str, fps: float | None, size: int, start: float, end: float | None, chunks) -> Clip:
+    """A whole clip from ``chunks(reader)`` (one chunk: the reader's chunk is unbounded)."""
+    reader = ClipReader(path, fps, size, start, end, chunk_frames=1 << 30)
+    frames, indices = zip(*chunks(reader))
+    return Clip(np.concatenate(frames), np.concatenate(indices), reader.source_fps, reader.num_source_frames,
+                reader.backend)
+
+
 def _pyav_clip(path: str, fps: float | None, size: int, start: float, end: float | None,
                seek: bool = True) -> Clip:
     """PyAV alone (tests and benchmarks compare seeking with decoding from the start)."""
-    r = ClipReader(path, fps, size, start, end, chunk_frames=1 << 30)
-    chunks = list(_pyav_chunks(r, seek))
-    return Clip(chunks[0][0], chunks[0][1], r.source_fps, r.num_source_frames, r.backend)
+    return _whole(path, fps, size, start, end, lambda r: _pyav_chunks(r, seek))
 
 
 def _decord_clip(path: str, fps: float | None, size: int, start: float, end: float | None) -> Clip:
     """decord alone."""
-    r = ClipReader(path, fps, size, start, end, chunk_frames=1 << 30)
-    chunks = list(_decord_chunks(r))
-    return Clip(chunks[0][0], chunks[0][1], r.source_fps, r.num_source_frames, r.backend)
+    return _whole(path, fps, size, start, end, _decord_chunks)
 
 
 def read_clip(
     path: str, fps: float | None, size: int, start: float = 0.0, end: float | None = None
 ) -> Clip:
     """Decode ``path`` (optionally only [start, end) seconds) at ``fps`` and ``size`` x ``size``,
-    whole (``ClipReader`` gives it in chunks)."""
-    reader = ClipReader(path, fps, size, start, end, chunk_frames=1 << 30)
-    chunks = list(reader)
-    frames = np.concatenate([c[0] for c in chunks])
-    indices = np.concatenate([c[1] for c in chunks])
-    return Clip(frames, indices, reader.source_fps, reader.num_source_frames, reader.backend)
+    whole (``ClipReader`` gives it in chunks), with the decoder chosen per codec."""
+    return _whole(path, fps, size, start, end, iter)
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264",
