@@ -109,10 +109,14 @@ def _lockstep(readers: dict[str, ClipReader]):
 
 
 def _local(ep: Episode, stack: contextlib.ExitStack) -> Episode:
-    """The episode with videos in object storage downloaded to temporary files (removed with ``stack``)."""
-    if not any(storage.is_remote(v) for v in ep.videos.values()):
+    """The episode with its whole videos in object storage downloaded to temporary files (removed
+    with ``stack``). A camera given as a time segment of a shared file (LeRobot: many episodes
+    per file) stays a URL: the decoder seeks in it with range requests instead of fetching the
+    whole file once per episode."""
+    if not any(storage.is_remote(v) and cam not in ep.segments for cam, v in ep.videos.items()):
         return ep
-    return replace(ep, videos={cam: stack.enter_context(storage.local_copy(v)) for cam, v in ep.videos.items()})
+    return replace(ep, videos={cam: v if cam in ep.segments else stack.enter_context(storage.local_copy(v))
+                               for cam, v in ep.videos.items()})
 
 
 def decode_episode(ep: Episode, cfg: EncodeConfig) -> dict:

@@ -69,10 +69,10 @@ def match_ray_auth(address: str | None) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="uva-encode", description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", action="append", default=[], help="JSONL manifest (repeatable)")
-    p.add_argument("--lerobot", action="append", default=[], help="LeRobot v3.0 dataset folder (repeatable)")
-    p.add_argument("--video-folder", action="append", default=[], help="folder of action-free videos (repeatable)")
+    p.add_argument("--lerobot", action="append", default=[], help="LeRobot v3.0 dataset folder or URL prefix (repeatable)")
+    p.add_argument("--video-folder", action="append", default=[], help="folder or URL prefix of action-free videos (repeatable)")
     p.add_argument("--robot", default=None, help="robot name for --lerobot/--video-folder inputs")
-    p.add_argument("--output", required=True, help="output folder for the shard set")
+    p.add_argument("--output", required=True, help="output folder or URL prefix (s3://bucket/prefix) for the shard set")
     p.add_argument("--config", default=None, help="YAML preprocessing config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
@@ -110,17 +110,13 @@ def gather_episodes(args: argparse.Namespace, clip_seconds: float | None = None)
         e, err = read_manifest(path, default_robot=args.robot or "unknown")
         episodes += e
         errors += err
-    for path in args.lerobot + args.video_folder:
-        if storage.is_remote(path):
-            raise ValueError(f"{path}: LeRobot datasets and video folders are read from local (or mounted) "
-                             f"folders; manifests may name videos and arrays by URL")
     for path in args.lerobot:
         e, err = read_lerobot(path, robot=args.robot)
         episodes += e
         errors += err
     for path in args.video_folder:
-        if not Path(path).is_dir():
-            raise ValueError(f"--video-folder {path}: not a folder")
+        if not storage.isdir(path):
+            raise ValueError(f"--video-folder {path}: not a folder (or an empty URL prefix)")
         e, err = read_video_folder(path, robot=args.robot or "human")
         episodes += e
         errors += err

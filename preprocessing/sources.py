@@ -1,4 +1,5 @@
-"""Input sources for latent encoding: JSONL manifests, LeRobot v3.0 datasets, video folders.
+"""Input sources for latent encoding: JSONL manifests, LeRobot v3.0 datasets, video folders,
+each local or in object storage (s3://, gs://, http(s):// for manifests).
 
 Each reader returns ``(episodes, errors)``: the episodes in a deterministic order and the
 inputs it had to reject (bad JSON lines, missing fields, duplicate ids) with a reason. Nothing
@@ -120,29 +121,43 @@ def read_manifest(path: str | Path, default_robot: str = "unknown") -> tuple[lis
 
 
 def read_video_folder(folder: str | Path, robot: str = "human") -> tuple[list[Episode], list[dict]]:
-    """Every video file under ``folder`` (recursively) as one action-free episode."""
-    folder = Path(folder)
+    """Every video file under ``folder`` (recursively; a local folder or a URL prefix) as one
+    action-free episode, its id the relative path without the extension."""
+    base = str(folder).rstrip("/")
     episodes, errors, seen = [], [], set()
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTS):
-        key = sanitize_key(str(path.relative_to(folder).with_suffix("")))
+    for path in storage.find_files(base):
+        rel = posixpath.relpath(path, base) if storage.is_remote(base) else str(Path(path).relative_to(base))
+        stem, ext = posixpath.splitext(rel)
+        if ext.lower() not in VIDEO_EXTS:
+            continue
+        key = sanitize_key(stem)
         if key in seen:
-            errors.append({"input": str(path), "reason": f"duplicate episode id '{key}'"})
+            errors.append({"input": path, "reason": f"duplicate episode id '{key}'"})
             continue
         seen.add(key)
-        episodes.append(Episode(episode_id=key, videos={"main": str(path)}, robot=robot, source=str(path)))
+        episodes.append(Episode(episode_id=key, videos={"main": path}, robot=robot, source=path))
     return episodes, errors
+
+
+def _read_parquet(path: str, columns: list[str] | None = None):
+    import pyarrow.parquet as pq
+
+    if not storage.is_remote(path):
+        return pq.read_table(path, columns=columns)
+    with storage.open_read(path) as f:
+        return pq.read_table(f, columns=columns)
 
 
 def read_lerobot(root: str | Path, robot: str | None = None, action_key: str = "action",
                  proprio_key: str = "observation.state") -> tuple[list[Episode], list[dict]]:
-    """A LeRobot v3.0 dataset: meta/info.json, meta/episodes/*.parquet, data/*.parquet, videos/*.mp4."""
-    import pyarrow.parquet as pq
-
-    root = Path(root)
-    info_path = root / "meta" / "info.json"
-    if not info_path.is_file():
+    """A LeRobot v3.0 dataset (a local folder or a URL prefix): meta/info.json,
+    meta/episodes/*.parquet, data/*.parquet, videos/*.mp4."""
+    root = str(root).rstrip("/")
+    name = posixpath.basename(root) if storage.is_remote(root) else Path(root).name
+    info_path = storage.join(root, "meta", "info.json")
+    if not storage.exists(info_path):
         raise ValueError(f"{root}: not a LeRobot dataset (missing meta/info.json)")
-    info = json.loads(info_path.read_text())
+    info = json.loads(storage.read_text(info_path))
     version = str(info.get("codebase_version", ""))
     if not version.startswith("v3"):
         raise ValueError(f"{root}: LeRobot codebase_version {version!r} is not supported (need v3.x)")
@@ -151,26 +166,26 @@ def read_lerobot(root: str | Path, robot: str | None = None, action_key: str = "
     video_keys = sorted(k for k, v in features.items() if v.get("dtype") == "video")
     if not video_keys:
         raise ValueError(f"{root}: LeRobot dataset has no video features")
-    robot = robot or info.get("robot_type") or root.name
+    robot = robot or info.get("robot_type") or name
     tasks: dict[int, str] = {}
-    tasks_path = root / "meta" / "tasks.parquet"
-    if tasks_path.is_file():
-        table = pq.read_table(tasks_path).to_pandas()
+    tasks_path = storage.join(root, "meta", "tasks.parquet")
+    if storage.exists(tasks_path):
+        table = _read_parquet(tasks_path).to_pandas()
         col = "task" if "task" in table.columns else None
         for idx, row in table.iterrows():
-            name = row[col] if col else idx
-            tasks[int(row["task_index"])] = str(name)
+            tasks[int(row["task_index"])] = str(row[col] if col else idx)
     episodes, errors = [], []
-    for ep_file in sorted((root / "meta" / "episodes").rglob("*.parquet")):
-        for rec in pq.read_table(ep_file).to_pylist():
+    ep_files = [f for f in storage.find_files(storage.join(root, "meta", "episodes")) if f.endswith(".parquet")]
+    for ep_file in ep_files:
+        for rec in _read_parquet(ep_file).to_pylist():
             idx = int(rec["episode_index"])
-            data_file = root / info["data_path"].format(
-                chunk_index=rec["data/chunk_index"], file_index=rec["data/file_index"])
+            data_file = storage.join(root, info["data_path"].format(
+                chunk_index=rec["data/chunk_index"], file_index=rec["data/file_index"]))
             lo, hi = int(rec["dataset_from_index"]), int(rec["dataset_to_index"])
             videos, segments = {}, {}
             for key in video_keys:
                 cam = sanitize_key(key.split(".")[-1])
-                videos[cam] = str(root / info["video_path"].format(
+                videos[cam] = storage.join(root, info["video_path"].format(
                     video_key=key, chunk_index=rec[f"videos/{key}/chunk_index"],
                     file_index=rec[f"videos/{key}/file_index"]))
                 segments[cam] = (float(rec[f"videos/{key}/from_timestamp"]),
@@ -178,7 +193,7 @@ def read_lerobot(root: str | Path, robot: str | None = None, action_key: str = "
             task = rec.get("tasks")
             instruction = task[0] if isinstance(task, list) and task else (task or None)
             episodes.append(Episode(
-                episode_id=f"{sanitize_key(root.name)}_{idx:06d}", videos=videos, robot=robot, fps=fps,
+                episode_id=f"{sanitize_key(name)}_{idx:06d}", videos=videos, robot=robot, fps=fps,
                 actions=f"parquet:{data_file}:{lo}:{hi}:{action_key}" if action_key in features else None,
                 proprio=f"parquet:{data_file}:{lo}:{hi}:{proprio_key}" if proprio_key in features else None,
                 instruction=instruction, segments=segments, source=f"{root}#episode={idx}",
@@ -193,10 +208,9 @@ def load_array(ref: str) -> np.ndarray:
     """
     if ref.startswith("parquet:"):
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         file, lo, hi, column = ref[len("parquet:"):].rsplit(":", 3)
-        table = pq.read_table(file, columns=["index", column])
+        table = _read_parquet(file, columns=["index", column])
         mask = pc.and_(pc.greater_equal(table["index"], int(lo)), pc.less(table["index"], int(hi)))
         table = table.filter(mask).sort_by("index")
         arr = np.asarray(table[column].to_pylist(), dtype=np.float32)

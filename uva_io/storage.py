@@ -2,6 +2,7 @@
 
     storage.join("s3://bucket/latents", "index.json")   # -> "s3://bucket/latents/index.json"
     storage.read_text(url); storage.write_bytes(url, data); storage.exists(url)
+    storage.find_files("s3://bucket/videos")   # every object under a prefix, as URLs
     with storage.local_copy("s3://bucket/ep.mp4") as path: ...   # a temporary local file
 
 Visibility: a remote object appears only when its upload completes (one PUT, or a completed
@@ -96,6 +97,23 @@ def listdir(path: str | Path) -> set[str]:
         return set()
 
 
+def isdir(path: str | Path) -> bool:
+    """A local folder, or a URL prefix with objects under it."""
+    if not is_remote(path):
+        return Path(path).is_dir()
+    fs, p = filesystem(str(path))
+    return fs.isdir(p)
+
+
+def find_files(path: str | Path) -> list[str]:
+    """Every file under a folder or URL prefix, recursively, as paths (or URLs), sorted."""
+    if not is_remote(path):
+        return sorted(str(p) for p in Path(path).rglob("*") if p.is_file())
+    fs, p = filesystem(str(path))
+    scheme = str(path).split("://", 1)[0]
+    return sorted(f"{scheme}://{f.lstrip('/')}" if "://" not in f else f for f in fs.find(p))
+
+
 def makedirs(path: str | Path) -> None:
     """A local folder (object stores have no folders to make)."""
     if not is_remote(path):
@@ -103,7 +121,8 @@ def makedirs(path: str | Path) -> None:
 
 
 def open_read(path: str | Path) -> IO[bytes]:
-    """A binary, forward-readable file object."""
+    """A binary file object; a remote one seeks with range requests (a decoder reaching one
+    episode of a shared video reads only the bytes around it)."""
     if not is_remote(path):
         return open(path, "rb")
     fs, p = filesystem(str(path))

@@ -109,11 +109,8 @@ def probe_duration(path: str) -> float | None:
     try:
         import av
 
-        from uva_io import storage
-
         with contextlib.ExitStack() as stack:
-            src = stack.enter_context(storage.open_read(path)) if storage.is_remote(path) else path
-            container = stack.enter_context(av.open(src))
+            container = stack.enter_context(av.open(_source(stack, path)))
             streams = container.streams.video
             if not streams:
                 return None
@@ -126,6 +123,13 @@ def probe_duration(path: str) -> float | None:
             return stream.frames / float(rate) if stream.frames and rate else None
     except Exception:  # decoding reports unreadable files with their reason
         return None
+
+
+def _source(stack: contextlib.ExitStack, path: str):
+    """What PyAV opens: a local path, or a URL's file object (seeks become range requests)."""
+    from uva_io import storage
+
+    return stack.enter_context(storage.open_read(path)) if storage.is_remote(path) else path
 
 
 def _decord_chunks(reader: "ClipReader") -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -155,7 +159,8 @@ def _pyav_chunks(reader: "ClipReader", seek: bool = True) -> Iterator[tuple[np.n
     import av
 
     r = reader
-    with av.open(r.path) as container:
+    with contextlib.ExitStack() as stack:
+        container = stack.enter_context(av.open(_source(stack, r.path)))
         streams = container.streams.video
         if not streams:
             raise DecodeError(f"{r.path}: no video stream")
@@ -243,15 +248,20 @@ class ClipReader:
         self.source_fps, self.num_source_frames, self.backend = 0.0, 0, ""
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        from uva_io import storage
+
         path = self.path
-        if not os.path.exists(path):
+        remote = storage.is_remote(path)
+        if not storage.exists(path):
             raise DecodeError(f"{path}: file does not exist")
-        if os.path.getsize(path) == 0:
+        if not remote and os.path.getsize(path) == 0:
             raise DecodeError(f"{path}: file is empty (0 bytes)")
         errors = []
-        # a long stream goes to PyAV: decord's reader keeps memory it decoded (dmlc/decord#197, #208)
-        pyav_first = self.streaming or probe_codec(path) in PYAV_FIRST
-        order = (_pyav_chunks, _decord_chunks) if pyav_first else (_decord_chunks, _pyav_chunks)
+        # a long stream goes to PyAV: decord's reader keeps memory it decoded (dmlc/decord#197, #208);
+        # a URL too: PyAV reads it through a file object that seeks with range requests
+        pyav_first = self.streaming or remote or probe_codec(path) in PYAV_FIRST
+        order = ((_pyav_chunks,) if remote else (_pyav_chunks, _decord_chunks) if pyav_first
+                 else (_decord_chunks, _pyav_chunks))
         for backend in order:
             chunks = backend(self)
             try:

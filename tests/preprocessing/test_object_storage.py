@@ -163,3 +163,38 @@ def _npy(arr: np.ndarray) -> bytes:
     from uva_io.files import npy_bytes
 
     return npy_bytes(arr)
+
+
+def test_lerobot_and_video_folder_read_from_s3(s3_server, vae_path, ray_head, tmp_path):  # noqa: F811
+    """A LeRobot v3.0 dataset and a video folder uploaded to the server encode from their s3://
+    prefixes to the latents and per-frame arrays of the same inputs read from disk; the shared
+    LeRobot file is read by range requests, not downloaded per episode."""
+    from tests.conftest import make_video_file
+    from tests.preprocessing.test_encode_latents import make_lerobot
+
+    fs = bucket("inputs")
+    root = tmp_path / "so100_demo"
+    make_lerobot(root)
+    human = tmp_path / "human"
+    (human / "sub").mkdir(parents=True)
+    make_video_file(human / "a.mp4", num_frames=20)
+    make_video_file(human / "sub" / "b.mp4", num_frames=24)
+    (human / "notes.txt").write_text("not a video")
+    fs.put(str(root), "inputs/so100_demo", recursive=True)
+    fs.put(str(human), "inputs/human", recursive=True)
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    args = ["--set", "fps=5"]
+    encode(["--lerobot", str(root), "--video-folder", str(human), "--output", str(local), *args], vae_path, ray_head)
+    encode(["--lerobot", "s3://inputs/so100_demo", "--video-folder", "s3://inputs/human", "--output", str(remote),
+            *args], vae_path, ray_head)
+    a, b = read_all(local), read_all(remote)
+    assert sorted(a) == sorted(b) == ["a", "so100_demo_000000", "so100_demo_000001", "sub_b"]
+    for key in a:
+        for member, value in a[key].items():
+            if member.endswith(".npy"):
+                assert np.array_equal(b[key][member], value), f"{key}/{member}"
+    assert b["so100_demo_000001"]["meta.json"]["instruction"] == "pull"
+
+    proc = encode(["--video-folder", "s3://inputs/nothing-here", "--output", str(tmp_path / "x")], vae_path,
+                  ray_head, check=False)
+    assert proc.returncode == 2 and "s3://inputs/nothing-here" in proc.stderr and "not a folder" in proc.stderr

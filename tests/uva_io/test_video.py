@@ -56,3 +56,53 @@ def test_chunks_are_bounded_and_add_up_to_the_whole(tmp_path, backend, monkeypat
     assert np.array_equal(np.concatenate([f for f, _ in chunks]), whole.frames)
     assert np.array_equal(np.concatenate([i for _, i in chunks]), whole.indices)
     assert reader.num_source_frames == whole.num_source_frames == 45
+
+
+def test_a_url_segment_reads_only_the_bytes_around_it(tmp_path, monkeypatch):
+    """A URL goes to PyAV through a seekable file object (range requests for s3:// and https://):
+    the last of twenty episodes in a shared file is reached by seeking, reading a small part of the
+    file, with the frames of the local read."""
+    import io
+
+    from uva_io import storage
+    from uva_io.video import ClipReader
+
+    local = tmp_path / "file-000.mp4"
+    frames = np.random.default_rng(0).integers(0, 255, (400, 64, 64, 3), dtype=np.uint8)  # incompressible
+    write_mp4(local, frames, 10, gop=10)
+    read = []
+
+    class Counting(io.RawIOBase):
+        def __init__(self, f):
+            self.f = f
+
+        def readable(self):
+            return True
+
+        def seekable(self):
+            return True
+
+        def readinto(self, b):
+            n = self.f.readinto(b)
+            read.append(n)
+            return n
+
+        def seek(self, offset, whence=0):
+            return self.f.seek(offset, whence)
+
+        def tell(self):
+            return self.f.tell()
+
+        def close(self):
+            self.f.close()
+            super().close()
+
+    url = "s3://bucket/videos/file-000.mp4"
+    exists = storage.exists
+    monkeypatch.setattr(storage, "exists", lambda p: str(p) == url or exists(p))
+    monkeypatch.setattr(storage, "open_read", lambda p: Counting(open(local, "rb")))
+    got = list(ClipReader(url, None, 32, start=38.0, end=40.0))
+    want = list(ClipReader(str(local), None, 32, start=38.0, end=40.0))
+    assert np.array_equal(np.concatenate([f for f, _ in got]), np.concatenate([f for f, _ in want]))
+    assert len(np.concatenate([f for f, _ in got])) == 20
+    assert sum(read) < 0.2 * local.stat().st_size, (sum(read), local.stat().st_size)
