@@ -41,8 +41,7 @@ def launch(run_dir: Path, data: Path, total: int, log: Path, extra: list[str] = 
                f"{{path: {data}/human, weight: 1}}]")
     cmd = [sys.executable, "-m", "pipeline.train", "--config", str(ROOT / "configs/pretrain/default.yaml"),
            "--set", sources, "--set", f"run_dir={run_dir}", "--set", f"total_steps={total}",
-           "--set", f"log_every={log_every}", "--set", f"checkpoint_every={total}", *sum([["--set", s] for s in NARROW], []),
-           *sum([["--set", s] for s in extra], [])]
+           "--set", f"log_every={log_every}", "--set", f"checkpoint_every={total}", *[a for s in (*NARROW, *extra) for a in ("--set", s)]]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
     t0 = time.perf_counter()
     first = None
@@ -85,8 +84,9 @@ def main() -> None:
         for n in (early, late):
             trial = work / f"resume_{n}"
             shutil.rmtree(trial, ignore_errors=True)
-            shutil.copytree(run, trial, ignore=lambda d, names: [x for x in names if x.startswith("step_")
-                                                                 and x != f"step_{n}"])
+            keep = f"step_{n}"
+            shutil.copytree(run, trial, ignore=lambda d, names, keep=keep: [
+                x for x in names if x.startswith("step_") and x != keep])
             times[n].append(launch(trial, data, n + 1, work / f"resume_{n}_{r}.log"))
             log = (work / f"resume_{n}_{r}.log").read_text()
             if f"resumed from step_{n} at step {n}" not in log or f"step {n + 1}/{n + 1}" not in log:
