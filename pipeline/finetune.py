@@ -75,6 +75,24 @@ def resolve_pretrained(path: str | Path) -> tuple[Path, dict | None]:
     return bundle_weights(path) or resolve_weights(path, "ema", "--pretrained")
 
 
+def fit_window(window, num_history: int, num_future: int):
+    """The recipe's window on the pretrained frame layout: ``num_history``/``num_future`` from the
+    checkpoint, ``frame_stride`` from the recipe, and the recipe's ``action_horizon`` when it fits
+    that layout (a multiple of num_future that divides num_future * frame_stride); otherwise the
+    largest horizon up to it that does. Returns (window, a line saying what was changed or '')."""
+    w = replace(window, num_history=num_history, num_future=num_future)
+    span, h = num_future * w.frame_stride, w.action_horizon
+    if h % num_future == 0 and span % h == 0:
+        return w, ""
+    fits = [num_future * d for d in range(1, w.frame_stride + 1) if w.frame_stride % d == 0]
+    best = max([x for x in fits if x <= h], default=min(fits))
+    return replace(w, action_horizon=best), (
+        f"window: the pretrained model predicts {num_future} frames {w.frame_stride} stored frames apart "
+        f"({span} actions at most); the recipe's action_horizon {h} does not fit, using {best} "
+        f"(change it with --set train.data.window.action_horizon=N, N a multiple of {num_future} dividing "
+        f"{span}, or train.data.window.frame_stride)")
+
+
 def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
          eval_data: list[str] | None = None) -> tuple[list[TrainConfig], dict]:
     """The training config of every stage, after checking robot, shards and checkpoint."""
@@ -106,7 +124,9 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
             raise ValueError(f"--pretrained {pretrained} is a {found} model (width {arch['width']}, depth "
                              f"{arch['encoder_depth']}+{arch['decoder_depth']}), but this recipe is for {cfg.model_size}")
         # the pretrained model fixes the frame layout; the action layout comes from the robot/recipe
-        window = replace(window, num_history=arch["num_history"], num_future=arch["num_future"])
+        window, note = fit_window(window, arch["num_history"], arch["num_future"])
+        if note:
+            print(f"[finetune] {note}", flush=True)
         model = ModelSection(size=found if found != "custom" else "uva-tiny", overrides=model_overrides(arch))
     else:
         model = base.model

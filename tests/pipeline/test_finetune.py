@@ -92,6 +92,26 @@ def test_robot_registry_and_normalization_round_trip():
         check_stats(franka, {"pusht": {"dim": 2}}, "--data x")
 
 
+def test_a_recipe_window_is_fitted_to_the_pretrained_frame_layout():
+    """The default recipe (4 future frames, stride 4, 16 actions) on a checkpoint predicting 2
+    future frames: 16 actions cannot fit 8 stored frames, so the largest horizon that does (8) is
+    used and the line says which setting changes it; a horizon that fits is kept."""
+    from pipeline.data import WindowConfig
+    from pipeline.finetune import fit_window
+
+    w, note = fit_window(WindowConfig(4, 4, 4, 16), 2, 2)
+    assert (w.num_history, w.num_future, w.frame_stride, w.action_horizon) == (2, 2, 4, 8)
+    assert "action_horizon 16 does not fit, using 8" in note and "train.data.window.action_horizon" in note
+    w.validate()
+    w, note = fit_window(WindowConfig(4, 4, 4, 4), 2, 2)
+    assert w.action_horizon == 4 and note == ""
+    w, _ = fit_window(WindowConfig(2, 2, 3, 4), 2, 2)  # 6 stored frames: 2 or 6 fit, 2 is <= 4
+    assert w.action_horizon == 2
+    w, _ = fit_window(WindowConfig(2, 2, 1, 1), 2, 4)  # nothing up to 1 fits: the smallest that does
+    assert w.action_horizon == 4
+    w.validate()
+
+
 @pytest.mark.slow
 def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, tmp_path):
     from safetensors.torch import load_file
