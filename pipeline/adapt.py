@@ -5,6 +5,8 @@
 - Robot layers (action embedding, action head, proprioception input) follow the robot: they keep
   their fresh init where the checkpoint's shapes differ or it lacks them, and the checkpoint's
   ones the model lacks are dropped. Any other difference is a checkpoint of another size or layout.
+- The embodiment table keeps every pretrained robot's row; a target robot the pretraining did
+  not see gets a new row (started at the mean of the others).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import asdict
 
 import torch
 
-from pipeline.components.checkpoint import load_weights
+from pipeline.components.checkpoint import EMBODIMENTS, load_weights
 
 # Parameters that follow the robot (action dimension and horizon, proprioception).
 ROBOT_LAYERS = ("embed.action_proj.", "action_head.", "embed.proprio.")
@@ -31,7 +33,10 @@ def load_adapted(model: torch.nn.Module, state: dict, source, size: str) -> list
     """Load pretrained ``state`` into a model built for the target robot; returns the robot
     layers that were re-created (e.g. ``['action_head', 'embed.action_proj']``)."""
     fresh = load_weights(model, state, source, size, fresh_ok=is_robot_layer)
-    return sorted({p.rstrip(".") for p in ROBOT_LAYERS for k in fresh if k.startswith(p)})
+    names = {p.rstrip(".") for p in ROBOT_LAYERS for k in fresh if k.startswith(p)}
+    if EMBODIMENTS in fresh:  # the target robot's embodiment row was added
+        names.add("embed.embodiment")
+    return sorted(names)
 
 
 def size_name(arch: dict) -> str:

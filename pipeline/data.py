@@ -74,7 +74,7 @@ class DataConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     window: WindowConfig = field(default_factory=WindowConfig)
     vae_identity: str | None = None  # required VAE hash; None = all sources must agree
-    action_dim: int = 2  # actions are zero-padded/validated to this width
+    action_dim: int = 2  # actions are zero-padded/validated to this width (padding is masked: no input, no loss)
     proprio_dim: int = 0  # proprioception per history frame, zero-padded to this width (0 = not loaded)
     normalization: str = "mean_std"  # mean_std or q01_q99 (to [-1, 1])
     norm_mask: list[bool] | None = None  # per action dimension, False = not normalized (None = all)
@@ -82,6 +82,9 @@ class DataConfig:
     shuffle_buffer: int = 256  # windows held for shuffling per source, after the episode pool
     num_workers: int = 1  # DataLoader workers per rank
     seed: int = 0
+    # robot names with an embodiment vector, id = position (set by training from the model; empty:
+    # every sample gets id 0 and the model has no embodiment table)
+    embodiments: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.normalization not in ("mean_std", "q01_q99"):
@@ -196,6 +199,12 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         if not self.shards:
             raise ValueError(f"shard set '{source.path}' has no episodes")
         self.shard_of = {key: storage.join(self.root, rec["shard"]) for key, rec in index.get("episodes", {}).items()}
+        self.embodiment_of = {name: i for i, name in enumerate(cfg.embodiments)}
+        unknown = sorted(set(index.get("robots", [])) - set(self.embodiment_of)) if cfg.embodiments else []
+        if unknown:
+            raise ValueError(f"shard set '{source.path}' holds robot(s) {unknown}, which have no embodiment in "
+                             f"this model ({cfg.embodiments}); a fine-tune adds its target robot, a pretraining "
+                             f"run takes its list from its data.sources")
         self.stats = stats if stats is not None else read_stats(self.root)
         self.errors = ErrorCounter(f"shard set {source.path}")
         self.worker: tuple[int, int] | None = None  # (worker, workers), set by MixedStream on resume
@@ -222,10 +231,14 @@ class ShardSetStream(torch.utils.data.IterableDataset):
     def _episode(self, sample: dict) -> dict:
         """One stored episode, checked, with normalized actions/proprioception (latents stay float16)."""
         meta = sample["meta.json"]
+        embodiment = self.embodiment_of.get(meta["robot"], 0)
+        if self.cfg.embodiments and meta["robot"] not in self.embodiment_of:
+            raise ValueError(f"robot '{meta['robot']}' has no embodiment in this model")
         cams = sorted(k for k in sample if k.startswith("latents."))
         cam = f"latents.{self.source.camera}.npy" if self.source.camera else cams[0]
         latents = sample[cam]
         actions = sample.get("actions.npy")
+        dims = 0  # the robot's own action dimensions (the rest is padding)
         if actions is not None:
             stats = self.stats.get(meta["robot"])
             if stats is None:
@@ -236,8 +249,10 @@ class ShardSetStream(torch.utils.data.IterableDataset):
             actions = normalize_actions(actions.astype(np.float32), stats, self.cfg.normalization, mask).astype(np.float32)
             if actions.shape[1] > self.cfg.action_dim:
                 raise ValueError(f"robot '{meta['robot']}' has action dim {actions.shape[1]} > {self.cfg.action_dim}")
+            dims = actions.shape[1]
             actions = np.pad(actions, ((0, 0), (0, self.cfg.action_dim - actions.shape[1])))
-        return {"latents": latents, "actions": actions, "proprio": self._proprio(sample, len(latents))}
+        return {"latents": latents, "actions": actions, "proprio": self._proprio(sample, len(latents)),
+                "embodiment": embodiment, "action_dims": dims}
 
     def _window(self, ep: dict, start: int) -> dict:
         win = window_at(ep["latents"], ep["actions"], self.cfg.window, start, ep["proprio"])
@@ -246,7 +261,9 @@ class ShardSetStream(torch.utils.data.IterableDataset):
                "future": torch.from_numpy(win["future"].astype(np.float32)),
                "actions": torch.from_numpy(np.ascontiguousarray(win["actions"])) if has
                else torch.zeros(self.cfg.window.action_horizon, self.cfg.action_dim),
-               "has_actions": torch.tensor(has)}
+               "has_actions": torch.tensor(has),
+               "action_mask": torch.arange(self.cfg.action_dim) < ep["action_dims"],
+               "embodiment": torch.tensor(ep["embodiment"], dtype=torch.long)}
         if "proprio" in win:
             out["proprio"] = torch.from_numpy(np.ascontiguousarray(win["proprio"]))
         return out

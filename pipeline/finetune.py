@@ -12,7 +12,8 @@ Steps (every rank runs them; the same entry point works under torchrun, srun and
 2. The pretrained weights (a checkpoints folder, a step_N folder, an exported bundle, or a
    .safetensors file) are loaded with the architecture they were trained with. Backbone, video
    head and embeddings are kept; the action embedding and action head are re-created when the
-   robot's action dimension (or the chunk length) differs.
+   robot's action dimension (or the chunk length) differs; a robot the pretraining did not see
+   gets its own embodiment row.
 3. The recipe's stages run in order (e.g. heads with the backbone frozen, then everything at a
    lower learning rate), each a normal training run with its own checkpoints and MLflow run in
    one experiment; a finished stage is skipped on rerun, an interrupted one resumes.
@@ -127,7 +128,10 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
         window, note = fit_window(window, arch["num_history"], arch["num_future"])
         if note:
             print(f"[finetune] {note}", flush=True)
-        model = ModelSection(size=found if found != "custom" else "uva-tiny", overrides=model_overrides(arch))
+        overrides = model_overrides(arch)
+        if "embodiments" in overrides and robot.name not in overrides["embodiments"]:
+            overrides["embodiments"] = [*overrides["embodiments"], robot.name]  # a new robot: a new row
+        model = ModelSection(size=found if found != "custom" else "uva-tiny", overrides=overrides)
     else:
         model = base.model
     window.validate()

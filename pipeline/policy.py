@@ -99,13 +99,21 @@ class UVAPolicy:
         if self.proprio_dim and not self.proprio_stats:
             raise ValueError(f"policy bundle {self.root}: the model takes proprioception but policy.json "
                              f"has no proprio_stats")
+        # the robot's embodiment row (a model trained on several robots)
+        embodiments = list(self.config.embodiments)
+        self.embodiment_id = embodiments.index(self.robot.name) if self.robot.name in embodiments else None
+        if embodiments and self.embodiment_id is None:
+            raise ValueError(f"policy bundle {self.root}: robot '{self.robot.name}' has no embodiment in the model "
+                             f"({embodiments})")
+        self.embodiment = (None if self.embodiment_id is None
+                           else torch.tensor([self.embodiment_id], dtype=torch.long, device=self.device))
         self.generator = rng.generator(0, self.device)
         self.sampler = None
         if self.backend != "none":
             from uva.sampler import ActionSampler
 
             self.sampler = ActionSampler(self.model, self.sampling_steps, batch_size=1, temperature=self.temperature,
-                                         backend=self.backend)
+                                         backend=self.backend, embodiment=self.embodiment_id)
 
     # -- runner interface ----------------------------------------------------------------
     @property
@@ -148,7 +156,7 @@ class UVAPolicy:
             out = self.sampler(history, proprio, generator=g)
         else:
             out = self.model.predict_action(history, num_steps=self.sampling_steps, generator=g, proprio=proprio,
-                                            temperature=self.temperature)
+                                            temperature=self.temperature, embodiment=self.embodiment)
         return out[0].float().cpu().numpy()
 
     def normalize_proprio(self, proprio: np.ndarray) -> torch.Tensor:

@@ -19,7 +19,7 @@ import json
 import os
 import resource
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -36,6 +36,36 @@ from uva import UVA, count_parameters, model_config, rng
 from uva.config import UVAConfig
 from uva.modes import mode_weights_tensor
 from uva_io.config import load_config, to_dict
+
+
+def resolve_embodiments(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its embodiment list fixed in both the model and the data sections, in this
+    order of precedence: ``model.overrides.embodiments`` as given; the run's own latest checkpoint
+    (a resume keeps its table, an older run without one stays without); the robots of the
+    ``init_from`` model first, then any new robot of the sources; else the sorted robot names of
+    data.sources and eval_sources (human video included: an action-free embodiment)."""
+    import json
+
+    from pipeline.components.checkpoint import resolve_weights
+    from uva_io.shardset import load_index
+
+    given = cfg.model.overrides.get("embodiments")
+    if given is None:
+        ckpts = RunCheckpoints(Path(cfg.run_dir) / "checkpoints")
+        step = ckpts.latest_step()
+        arch_file = ckpts.step_dir(step) / "model_config.json" if step is not None else None
+        if arch_file is not None and arch_file.is_file():
+            given = json.loads(arch_file.read_text()).get("embodiments", [])
+    if given is None:
+        names = sorted({r for src in [*cfg.data.sources, *cfg.eval_sources] for r in load_index(src.path).get("robots", [])})
+        base = []
+        if cfg.init_from:
+            _, arch = resolve_weights(cfg.init_from, cfg.init_weights, "init_from")
+            base = list((arch or {}).get("embodiments", []))
+        given = base + [n for n in names if n not in base]
+    given = list(given)
+    return replace(cfg, model=replace(cfg.model, overrides={**cfg.model.overrides, "embodiments": given}),
+                   data=replace(cfg.data, embodiments=given))
 
 
 def build_model(cfg: TrainConfig, rank: int, load=load_weights) -> tuple[UVA, UVAConfig]:
@@ -87,6 +117,7 @@ def train(cfg: TrainConfig, load=load_weights) -> dict:
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
+    cfg = resolve_embodiments(cfg)
     model, mcfg = build_model(cfg, rank, load)
     engine, sched = build_engine(model, cfg, world, bf16)
     ema = EMA(engine.module, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None

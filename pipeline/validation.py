@@ -30,14 +30,16 @@ def evaluate(model: UVA, batch: dict, num_steps: int, num_iters: int, generator:
     for i, name in enumerate(MODE_NAMES):
         out = model(**batch, mode_weights=weights, modes=torch.full((b,), i), generator=generator)
         metrics[f"val/loss/{name}"] = float(out["per_sample"].float().mean())
-    pred_actions = model.predict_action(batch["history"], num_steps=num_steps, proprio=batch.get("proprio"),
-                                        generator=generator)
+    cond = {"proprio": batch.get("proprio"), "embodiment": batch.get("embodiment")}
+    pred_actions = model.predict_action(batch["history"], num_steps=num_steps, generator=generator, **cond)
     has = batch["has_actions"].bool()
     if has.any():
-        err = (pred_actions.float() - batch["actions"].float())[has]
+        err = (pred_actions.float() - batch["actions"].float())[has]  # (n, H, A)
+        if "action_mask" in batch:  # each robot's own dimensions
+            err = err[batch["action_mask"][has].bool()[:, None, :].expand_as(err)]
         metrics["val/action_mse"] = float(err.pow(2).mean())
-    future = model.generate_video(batch["history"], num_iters=num_iters, num_steps=num_steps,
-                                  proprio=batch.get("proprio"), generator=generator)
+    future = model.generate_video(batch["history"], num_iters=num_iters, num_steps=num_steps, generator=generator,
+                                  **cond)
     metrics["val/latent_mse"] = float((future.float() - batch["future"].float()).pow(2).mean())
     model.train(was_training)
     return {"metrics": metrics, "future": future}

@@ -5,7 +5,7 @@ Everything shape-like is here: frames, action horizon and dimension, latent grid
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 
 @dataclass
@@ -22,6 +22,8 @@ class UVAConfig:
     action_horizon: int = 16  # actions per sample; a multiple of num_future
     proprio_dim: int = 0  # proprioception per history frame, added to the buffer tokens (0 = none)
     lang_dim: int = 0  # language embedding size (0 = none)
+    embodiments: list[str] = field(default_factory=list)  # robot names with a learned embodiment
+    # vector each (added to the buffer tokens); id = position in the list; empty = none
     # backbone
     width: int = 768  # encoder width
     decoder_width: int = 768  # decoder width
@@ -81,6 +83,11 @@ class UVAConfig:
             raise ValueError(f"model.mask_ratio_min={self.mask_ratio_min} must be in (0, 1]")
         if min(self.proprio_dim, self.lang_dim, self.num_buffer_tokens, self.action_readout_dim) < 0:
             raise ValueError("model.proprio_dim, lang_dim, num_buffer_tokens and action_readout_dim must be >= 0")
+        if len(set(self.embodiments)) != len(self.embodiments):
+            raise ValueError(f"model.embodiments must be unique names, got {self.embodiments}")
+        if self.embodiments and not self.num_buffer_tokens:
+            raise ValueError("model.embodiments needs num_buffer_tokens >= 1 (the embodiment enters through "
+                             "the buffer tokens)")
         if self.proprio_dim and not self.num_buffer_tokens:
             raise ValueError("model.proprio_dim > 0 needs num_buffer_tokens >= 1 (proprioception enters "
                              "through the buffer tokens)")

@@ -119,8 +119,10 @@ class GaussianDiffusion:
 
     # --- training --------------------------------------------------------------------------
     def loss(self, model_fn: ModelFn, x0: torch.Tensor, cond: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """Per-row loss (B,) for targets x0 (B, D) and conditions cond (B, C), on x0's device.
+             generator: torch.Generator | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-row loss (B,) for targets x0 (B, D) and conditions cond (B, C), on x0's device;
+        ``weight`` (B, D) of 0/1 averages each row over the dimensions it keeps (padding of a
+        narrower robot's actions gets no loss).
 
         Targets, noise, the schedule and the loss are float32 whatever the model computes in.
         """
@@ -131,13 +133,18 @@ class GaussianDiffusion:
         x_t = self.q_sample(x0, t, noise)
         out = model_fn(x_t, self.tables(device)["timestep_map"][t], cond).float()
         eps, v = out.chunk(2, dim=-1)
-        mse = ((eps - noise) ** 2).mean(-1)
+        w = None if weight is None else weight.float()
+
+        def mean(x: torch.Tensor) -> torch.Tensor:  # over each row's kept dimensions
+            return x.mean(-1) if w is None else (x * w).sum(-1) / w.sum(-1).clamp(min=1.0)
+
+        mse = mean((eps - noise) ** 2)
         # variational bound trains only the variance: the mean's gradient comes from the MSE
-        mean, log_var, _ = self._p_mean_logvar(torch.cat([eps.detach(), v], -1), x_t, t)
+        p_mean, log_var, _ = self._p_mean_logvar(torch.cat([eps.detach(), v], -1), x_t, t)
         true_mean = self._gather("post_c1", t, 2) * x0 + self._gather("post_c2", t, 2) * x_t
         true_log_var = self._gather("post_log_var", t, 2)
-        kl = normal_kl(true_mean, true_log_var, mean, log_var).mean(-1) / math.log(2.0)
-        nll = (0.5 * (math.log(2 * math.pi) + log_var + (x0 - mean) ** 2 * (-log_var).exp())).mean(-1) / math.log(2.0)
+        kl = mean(normal_kl(true_mean, true_log_var, p_mean, log_var)) / math.log(2.0)
+        nll = mean(0.5 * (math.log(2 * math.pi) + log_var + (x0 - p_mean) ** 2 * (-log_var).exp())) / math.log(2.0)
         vb = torch.where(t == 0, nll, kl)
         return mse + vb
 

@@ -6,6 +6,9 @@ N = (S/p)^2 tokens per frame, L = Tf * N, Dt = C p^2 token dim, H action horizon
     history  (B, Th, C, S, S)   scaled VAE latents of the context frames
     future   (B, Tf, C, S, S)   latents of the frames to predict (training / inverse dynamics)
     actions  (B, H, A)          normalized action chunk, H/Tf actions per future frame
+    action_mask (B, A)          True where a dimension is the robot's own (the rest is padding
+                                of a narrower robot: no input, no loss)
+    embodiment (B,)             index into cfg.embodiments (the robot of each sample)
 
 Training: ``forward`` draws a masked-training mode per sample and returns the loss and its
 parts. Inference: ``predict_action`` (one backbone pass, action head only: the policy never
@@ -46,6 +49,9 @@ class JointEmbed(nn.Module):
         self.buffer = nn.Parameter(torch.zeros(1, cfg.num_buffer_tokens, w))
         self.proprio = nn.Linear(cfg.num_history * cfg.proprio_dim, w) if cfg.proprio_dim else None
         self.lang = nn.Linear(cfg.lang_dim, w) if cfg.lang_dim else None
+        self.embodiment = nn.Embedding(len(cfg.embodiments), w) if cfg.embodiments else None
+        if self.embodiment is not None:
+            nn.init.normal_(self.embodiment.weight, std=0.02)
         for p in (self.mask_token, self.action_mask, self.time_pos, self.space_pos, self.buffer):
             nn.init.normal_(p, std=0.02)
 
@@ -55,7 +61,8 @@ class JointEmbed(nn.Module):
 
     def forward(self, hist: torch.Tensor, fut: torch.Tensor, future_mask: torch.Tensor,
                 actions: torch.Tensor | None, actions_visible: torch.Tensor,
-                proprio: torch.Tensor | None = None, lang: torch.Tensor | None = None) -> torch.Tensor:
+                proprio: torch.Tensor | None = None, lang: torch.Tensor | None = None,
+                embodiment: torch.Tensor | None = None, action_mask: torch.Tensor | None = None) -> torch.Tensor:
         """hist (B, Th, N, Dt), fut (B, Tf, N, Dt), future_mask (B, L) -> tokens (B, P + L, W)."""
         cfg = self.cfg
         b, tf, n = hist.shape[0], cfg.num_future, cfg.tokens_per_frame
@@ -65,6 +72,8 @@ class JointEmbed(nn.Module):
         if actions is None:
             act = self.action_mask.expand(b, tf, -1)
         else:
+            if action_mask is not None:  # padded dimensions of a narrower robot carry nothing
+                actions = actions * action_mask[:, None, :].to(actions.dtype)
             act = self.action_proj(rearrange(actions, "b (t k) a -> b t (k a)", t=tf))  # (B, Tf, W)
             act = torch.where(actions_visible.view(b, 1, 1), act, self.action_mask.to(act.dtype))
         act = act.unsqueeze(2).expand(b, tf, n, -1)  # actions spread over their frame's grid
@@ -75,6 +84,8 @@ class JointEmbed(nn.Module):
             if proprio is None:
                 proprio = hist.new_zeros(b, cfg.num_history, cfg.proprio_dim)
             buffer = buffer + self.proprio(proprio.reshape(b, 1, -1).to(x.dtype))
+        if self.embodiment is not None and embodiment is not None:  # which robot: on every buffer token
+            buffer = buffer + self.embodiment(embodiment.view(b)).unsqueeze(1).to(x.dtype)
         prefix = [buffer]
         if self.lang is not None:
             if lang is None:
@@ -169,7 +180,8 @@ class UVA(nn.Module):
 
     def features(self, history: torch.Tensor, future: torch.Tensor | None, future_mask: torch.Tensor,
                  actions: torch.Tensor | None, actions_visible: torch.Tensor,
-                 proprio: torch.Tensor | None = None, lang: torch.Tensor | None = None):
+                 proprio: torch.Tensor | None = None, lang: torch.Tensor | None = None,
+                 embodiment: torch.Tensor | None = None, action_mask: torch.Tensor | None = None):
         """One backbone pass -> (video condition (B, L, D), action condition (B, D)).
 
         Inputs of any float dtype are cast to the parameters' dtype here (bf16 weights under
@@ -185,24 +197,28 @@ class UVA(nn.Module):
             fut = self.patchify(future.to(dtype))
         if actions is not None:
             actions = actions.to(dtype)
-        x = self.embed(hist, fut, future_mask, actions, actions_visible, proprio, lang)
+        x = self.embed(hist, fut, future_mask, actions, actions_visible, proprio, lang, embodiment, action_mask)
         return self.readout(self.backbone(x))
 
     # --- training --------------------------------------------------------------------------
     def _diffusion_rows(self, head: nn.Module, x0: torch.Tensor, cond: torch.Tensor,
-                        generator: torch.Generator | None) -> torch.Tensor:
-        """Per-row diffusion loss, each row drawn ``diffusion_batch_mul`` times and averaged."""
+                        generator: torch.Generator | None, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-row diffusion loss, each row drawn ``diffusion_batch_mul`` times and averaged;
+        ``weight`` (rows, D) limits it to some dimensions."""
         k = self.cfg.diffusion_batch_mul
-        loss = self.diffusion.loss(head, x0.repeat(k, 1), cond.repeat(k, 1), generator)
+        loss = self.diffusion.loss(head, x0.repeat(k, 1), cond.repeat(k, 1), generator,
+                                   None if weight is None else weight.repeat(k, 1))
         return loss.view(k, -1).mean(0)
 
     def forward(self, history: torch.Tensor, future: torch.Tensor, actions: torch.Tensor,
                 has_actions: torch.Tensor, mode_weights: torch.Tensor, proprio: torch.Tensor | None = None,
                 lang: torch.Tensor | None = None, modes: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None, embodiment: torch.Tensor | None = None,
+                action_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Masked training step. Returns loss (scalar), per-sample video/action parts and modes.
 
         ``modes`` (B,) fixes each sample's mode; otherwise they are drawn from ``mode_weights``.
+        ``action_mask`` (B, A): the action loss covers only each sample's own dimensions.
         """
         b = history.shape[0]
         cfg = self.cfg
@@ -214,7 +230,8 @@ class UVA(nn.Module):
                             cfg.mask_ratio_std, generator=generator)
         action_w = masks["action_loss"] * has_actions.float()
         visible = masks["actions_visible"] & has_actions.bool()
-        video_cond, action_cond = self.features(history, future, masks["future_mask"], actions, visible, proprio, lang)
+        video_cond, action_cond = self.features(history, future, masks["future_mask"], actions, visible, proprio, lang,
+                                                embodiment, action_mask)
 
         # video loss: masked tokens of samples whose mode learns video
         target = rearrange(self.patchify(future.float()), "b t n d -> b (t n) d")  # float32 targets
@@ -228,7 +245,12 @@ class UVA(nn.Module):
         video_per = video_sum / sel.sum(1).clamp(min=1) * masks["video_loss"]
 
         # action loss: whole chunk per sample whose mode learns actions
-        act_rows = self._diffusion_rows(self.action_head, actions.float().flatten(1), action_cond, generator)
+        act_target, dims = actions.float().flatten(1), None
+        if action_mask is not None:  # (B, A) -> (B, H * A), the layout of the flattened chunk; padding
+            # is zeroed in the target too (the head sees every dimension of the noised chunk)
+            dims = action_mask.to(device)[:, None, :].expand(b, cfg.action_horizon, -1).flatten(1).float()
+            act_target = act_target * dims
+        act_rows = self._diffusion_rows(self.action_head, act_target, action_cond, generator, dims)
         action_per = act_rows * action_w
 
         per_sample = video_per + action_per
@@ -239,7 +261,8 @@ class UVA(nn.Module):
     @torch.no_grad()
     def sample_actions(self, history: torch.Tensor, future: torch.Tensor | None, future_mask: torch.Tensor,
                        num_steps: int = 100, proprio=None, lang=None, generator=None,
-                       temperature: float = 1.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+                       temperature: float = 1.0, noise: torch.Tensor | None = None,
+                       embodiment: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone once, then the action head only: (B, H, A) normalized actions (float32).
 
         ``noise`` (num_steps, B, H * A) pre-drawn replaces the sampler's draws (see
@@ -247,7 +270,7 @@ class UVA(nn.Module):
         """
         b = history.shape[0]
         visible = torch.zeros(b, dtype=torch.bool, device=history.device)
-        _, action_cond = self.features(history, future, future_mask, None, visible, proprio, lang)
+        _, action_cond = self.features(history, future, future_mask, None, visible, proprio, lang, embodiment)
         shape = (b, self.cfg.action_horizon * self.cfg.action_dim)
         x = self.diffusion.respaced(num_steps).sample(self.action_head, shape, action_cond.float(),
                                                       generator, temperature, self.cfg.action_clip or None,
@@ -269,7 +292,7 @@ class UVA(nn.Module):
     @torch.no_grad()
     def generate_video(self, history: torch.Tensor, actions: torch.Tensor | None = None, num_iters: int = 4,
                        num_steps: int = 100, proprio=None, lang=None, generator=None,
-                       temperature: float = 1.0) -> torch.Tensor:
+                       temperature: float = 1.0, embodiment: torch.Tensor | None = None) -> torch.Tensor:
         """Future latents (B, Tf, C, S, S) by MaskGIT-style unmasking in ``num_iters`` rounds.
 
         With ``actions`` this is forward dynamics; without, action-free video prediction.
@@ -289,7 +312,8 @@ class UVA(nn.Module):
             nxt = max(0, min(nxt, num_masked - 1))  # unmask at least one token per round
             mask = rank < num_masked
             fut = self.unpatchify(tokens.view(b, cfg.num_future, cfg.tokens_per_frame, -1))
-            video_cond, _ = self.features(history, fut.to(history.dtype), mask, actions, visible, proprio, lang)
+            video_cond, _ = self.features(history, fut.to(history.dtype), mask, actions, visible, proprio, lang,
+                                          embodiment)
             fill = mask & (rank >= nxt)
             tokens[fill] = diffusion.sample(self.video_head, (int(fill.sum()), cfg.token_dim),
                                             video_cond[fill].float(), generator, temperature,

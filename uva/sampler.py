@@ -33,7 +33,7 @@ class ActionSampler:
     """``UVA.predict_action`` for a fixed batch size, step count and temperature."""
 
     def __init__(self, model: UVA, num_steps: int = 16, batch_size: int = 1, temperature: float = 1.0,
-                 backend: str = "eager", with_proprio: bool | None = None):
+                 backend: str = "eager", with_proprio: bool | None = None, embodiment: int | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         param = next(model.parameters())
@@ -50,6 +50,9 @@ class ActionSampler:
         self.history = torch.zeros(b, cfg.num_history, cfg.latent_channels, cfg.latent_size, cfg.latent_size,
                                    device=dev)
         self.proprio = torch.zeros(b, cfg.num_history, cfg.proprio_dim, device=dev) if self.with_proprio else None
+        # the robot this sampler acts for (fixed: one policy drives one robot)
+        self.embodiment = (torch.full((b,), int(embodiment), dtype=torch.long, device=dev)
+                           if embodiment is not None and cfg.embodiments else None)
         self.noise = torch.zeros(schedule.num_steps, b, cfg.action_horizon * cfg.action_dim, device=dev)
         self.out: torch.Tensor | None = None
         self.graph = None
@@ -62,7 +65,8 @@ class ActionSampler:
     @torch.no_grad()
     def _run(self) -> torch.Tensor:
         return self.model.predict_action(self.history, num_steps=self.num_steps, proprio=self.proprio,
-                                         temperature=self.temperature, noise=self.noise)
+                                         temperature=self.temperature, noise=self.noise,
+                                         embodiment=self.embodiment)
 
     @torch.no_grad()
     def warmup(self) -> None:

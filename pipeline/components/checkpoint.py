@@ -176,14 +176,37 @@ def load_weights(model: torch.nn.Module, state: dict, source, size: str, fresh_o
     other difference means a checkpoint of another size or layout: a ValueError naming it."""
     fresh_ok = fresh_ok or (lambda name: False)
     own = model.state_dict()
+    state, grown = _grow_embodiments(own, state, source)
     mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
-    missing = sorted(k for k in set(own) - set(state) if not fresh_ok(k))
+    missing = sorted(k for k in set(own) - set(state) - grown if not fresh_ok(k))
     unexpected = sorted(k for k in set(state) - set(own) if not fresh_ok(k))
-    fresh = {k for k in mismatched if fresh_ok(k)} | {k for k in set(own) - set(state) if fresh_ok(k)}
+    fresh = {k for k in mismatched if fresh_ok(k)} | {k for k in set(own) - set(state) - grown if fresh_ok(k)}
     bad = [k for k in mismatched if k not in fresh]
     if bad or missing or unexpected:
         detail = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in bad[:4])
         raise ValueError(f"checkpoint {source} is from a different model size or layout than {size} here: "
                          f"shape mismatch [{detail}], missing {missing[:4]}, unexpected {unexpected[:4]}")
     model.load_state_dict({**own, **{k: v for k, v in state.items() if k in own and k not in fresh}})
-    return sorted(fresh)
+    return sorted(fresh | grown)
+
+
+EMBODIMENTS = "embed.embodiment.weight"
+
+
+def _grow_embodiments(own: dict, state: dict, source) -> tuple[dict, set[str]]:
+    """The embodiment table of a model that knows more robots than the checkpoint: the
+    checkpoint's rows first (the model's list starts with the checkpoint's), each new robot's row
+    the mean of the known ones. A checkpoint without a table (trained before embodiments, or
+    without them) leaves the model's init. Returns (state, {name} when it grew or was new)."""
+    if EMBODIMENTS not in own:
+        return {k: v for k, v in state.items() if k != EMBODIMENTS}, set()
+    if EMBODIMENTS not in state:
+        return state, {EMBODIMENTS}
+    have, want = state[EMBODIMENTS], own[EMBODIMENTS]
+    if have.shape == want.shape:
+        return state, set()
+    if have.shape[1] != want.shape[1] or have.shape[0] > want.shape[0]:
+        raise ValueError(f"checkpoint {source}: embodiment table {tuple(have.shape)} does not fit this model's "
+                         f"{tuple(want.shape)} (its robots must be the first of the model's embodiments)")
+    extra = have.mean(0, keepdim=True).expand(want.shape[0] - have.shape[0], -1)
+    return {**state, EMBODIMENTS: torch.cat([have, extra.to(have.dtype)])}, {EMBODIMENTS}

@@ -152,9 +152,9 @@ def test_bf16_weights_train_on_float32_targets(tiny_cfg, make_batch, monkeypatch
     targets = []
     real_loss = model.diffusion.loss
 
-    def loss(head, x0, cond, generator=None):
+    def loss(head, x0, cond, generator=None, weight=None):
         targets.append(x0)
-        return real_loss(head, x0, cond, generator)
+        return real_loss(head, x0, cond, generator, weight)
 
     monkeypatch.setattr(model.diffusion, "loss", loss)
     out = model(**b, mode_weights=ALL, modes=torch.full((2,), 4), generator=rng.generator(0))  # joint

@@ -237,3 +237,69 @@ def test_predict_action_stays_within_action_clip(tiny_cfg, make_batch):
     batch = make_batch(2)
     a = model.predict_action(batch["history"], num_steps=16, generator=torch.Generator().manual_seed(0))
     assert a.abs().max() <= tiny_cfg.action_clip
+
+
+def embodied(**kw):
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = UVA(replace(model_config("uva-tiny"), action_dim=3, embodiments=["arm", "pusht", "human"], **kw))
+    randomize_heads(model)
+    return model
+
+
+def test_padded_action_dimensions_get_neither_input_nor_loss(make_batch):
+    """A 2-d robot in a 3-d model: whatever the padded dimension holds, in the target or the
+    input, the loss is the same in every mode; without the mask it would not be."""
+    model = embodied()
+    b = make_batch(4)
+    b["actions"] = torch.randn(4, 4, 3)
+    mask = torch.tensor([[True, True, False]] * 4)
+    other = b["actions"].clone()
+    other[..., 2] = torch.randn(4, 4) * 10
+    for mode in ("policy", "joint", "forward_dynamics", "inverse_dynamics"):
+        a = loss_for(model, b, mode, action_mask=mask)
+        assert torch.equal(a, loss_for(model, b, mode, action_mask=mask, actions=other)), mode
+    assert not torch.equal(loss_for(model, b, "policy"), loss_for(model, b, "policy", actions=other))
+    # all dimensions kept: the mask changes nothing
+    full = torch.ones(4, 3, dtype=torch.bool)
+    torch.testing.assert_close(loss_for(model, b, "joint", action_mask=full), loss_for(model, b, "joint"))
+
+
+def test_the_embodiment_reaches_the_model(make_batch):
+    """Another robot's row gives other actions from the same frames and noise, and training
+    moves only the rows of the robots in the batch."""
+    model = embodied()
+    b = make_batch(2)
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    arm = model.predict_action(b["history"], num_steps=8, generator=g(), embodiment=torch.tensor([0, 0]))
+    pusht = model.predict_action(b["history"], num_steps=8, generator=g(), embodiment=torch.tensor([1, 1]))
+    assert not torch.allclose(arm, pusht)
+    b["actions"] = torch.randn(2, 4, 3)
+    out = model(**b, mode_weights=ALL, generator=g(), embodiment=torch.tensor([0, 2]))
+    out["loss"].backward()
+    grad = model.embed.embodiment.weight.grad
+    assert grad[0].abs().sum() > 0 and grad[2].abs().sum() > 0 and grad[1].abs().sum() == 0
+
+
+def test_a_model_without_embodiments_loads_and_a_table_grows_by_new_robots():
+    """A checkpoint trained before embodiments (no table) loads into a model with one (the table
+    keeps its init); a table of 2 robots loads into a model of 3: the first rows kept, the new
+    one the mean of the others."""
+    from dataclasses import replace
+
+    from pipeline.components.checkpoint import load_weights
+
+    torch.manual_seed(0)
+    old = UVA(model_config("uva-tiny"))
+    assert "embed.embodiment.weight" not in old.state_dict()
+    new = UVA(replace(model_config("uva-tiny"), embodiments=["arm", "pusht"]))
+    assert load_weights(new, old.state_dict(), "old", "uva-tiny") == ["embed.embodiment.weight"]
+    assert torch.equal(new.backbone.decoder_pos, old.backbone.decoder_pos)
+    grown = UVA(replace(model_config("uva-tiny"), embodiments=["arm", "pusht", "franka"]))
+    load_weights(grown, new.state_dict(), "two", "uva-tiny")
+    rows, table = grown.embed.embodiment.weight, new.embed.embodiment.weight
+    assert torch.equal(rows[:2], table) and torch.allclose(rows[2], table.mean(0))
+    with pytest.raises(ValueError, match="embodiment table"):
+        load_weights(new, grown.state_dict(), "three", "uva-tiny")
+    load_weights(old, new.state_dict(), "with table", "uva-tiny")  # a model without one ignores it
