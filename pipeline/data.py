@@ -36,7 +36,11 @@ class SourceConfig:
 
     path: str  # folder with index.json and the tars
     weight: float = 1.0  # sampling weight in the mix
-    camera: str | None = None  # camera to train on (default: the first stored)
+    camera: str | None = None  # one view: the camera to train on (default: the first stored)
+    # several views (data.num_views > 1): the stored camera of each view, in view order; a name the
+    # episode lacks, or a view past the list, is an absent view (masked). Default: the episode's
+    # cameras sorted, the first num_views of them
+    cameras: list[str] | None = None
 
     def validate(self) -> None:
         if self.weight <= 0:
@@ -75,6 +79,7 @@ class DataConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     vae_identity: str | None = None  # required VAE hash; None = all sources must agree
     action_dim: int = 2  # actions are zero-padded/validated to this width (padding is masked: no input, no loss)
+    num_views: int = 1  # cameras per time step (the model's num_views); fewer in an episode are masked
     proprio_dim: int = 0  # proprioception per history frame, zero-padded to this width (0 = not loaded)
     normalization: str = "mean_std"  # mean_std or q01_q99 (to [-1, 1])
     norm_mask: list[bool] | None = None  # per action dimension, False = not normalized (None = all)
@@ -89,6 +94,12 @@ class DataConfig:
     def validate(self) -> None:
         if self.normalization not in ("mean_std", "q01_q99"):
             raise ValueError(f"data.normalization must be mean_std or q01_q99, got {self.normalization!r}")
+        for src in self.sources:
+            if src.cameras is not None and not 1 <= len(src.cameras) <= self.num_views:
+                raise ValueError(f"data.sources '{src.path}': cameras {src.cameras} name {len(src.cameras)} views, "
+                                 f"data.num_views is {self.num_views} (fewer are absent views, more do not fit)")
+        if self.num_views < 1:
+            raise ValueError(f"data.num_views must be >= 1, got {self.num_views}")
         if self.shuffle_buffer < 1 or self.shuffle_episodes < 1 or self.num_workers < 0 or self.action_dim <= 0 or self.proprio_dim < 0:
             raise ValueError("data.shuffle_buffer, shuffle_episodes and action_dim must be positive, num_workers and "
                              "proprio_dim >= 0")
@@ -234,9 +245,7 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         embodiment = self.embodiment_of.get(meta["robot"], 0)
         if self.cfg.embodiments and meta["robot"] not in self.embodiment_of:
             raise ValueError(f"robot '{meta['robot']}' has no embodiment in this model")
-        cams = sorted(k for k in sample if k.startswith("latents."))
-        cam = f"latents.{self.source.camera}.npy" if self.source.camera else cams[0]
-        latents = sample[cam]
+        latents, views = self._views(sample)
         actions = sample.get("actions.npy")
         dims = 0  # the robot's own action dimensions (the rest is padding)
         if actions is not None:
@@ -252,7 +261,32 @@ class ShardSetStream(torch.utils.data.IterableDataset):
             dims = actions.shape[1]
             actions = np.pad(actions, ((0, 0), (0, self.cfg.action_dim - actions.shape[1])))
         return {"latents": latents, "actions": actions, "proprio": self._proprio(sample, len(latents)),
-                "embodiment": embodiment, "action_dims": dims}
+                "embodiment": embodiment, "action_dims": dims, "views": views}
+
+    def _views(self, sample: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        """(latents, view mask): (T, C, h, w) of one camera, or with data.num_views > 1 (T, V, C, h,
+        w) in view order, an absent camera's frames zero and its mask entry False."""
+        cams = sorted(k[len("latents."):-len(".npy")] for k in sample if k.startswith("latents."))
+        if not cams:
+            raise ValueError("no latents in the sample")
+        if self.cfg.num_views == 1:
+            cam = self.source.camera or cams[0]
+            if cam not in cams:
+                raise ValueError(f"camera '{cam}' not stored (cameras: {cams})")
+            return sample[f"latents.{cam}.npy"], None
+        names = self.source.cameras or cams[: self.cfg.num_views]
+        present = np.array([n in cams for n in names] + [False] * (self.cfg.num_views - len(names)))
+        if not present.any():
+            raise ValueError(f"none of the cameras {names} is stored (cameras: {cams})")
+        first = sample[f"latents.{names[int(np.argmax(present))]}.npy"]
+        stack = np.zeros((first.shape[0], self.cfg.num_views, *first.shape[1:]), first.dtype)
+        for v, ok in enumerate(present):
+            if ok:
+                lat = sample[f"latents.{names[v]}.npy"]
+                if lat.shape != first.shape:
+                    raise ValueError(f"camera '{names[v]}' latents {lat.shape} differ from {first.shape}")
+                stack[:, v] = lat
+        return stack, present
 
     def _window(self, ep: dict, start: int) -> dict:
         win = window_at(ep["latents"], ep["actions"], self.cfg.window, start, ep["proprio"])
@@ -264,6 +298,8 @@ class ShardSetStream(torch.utils.data.IterableDataset):
                "has_actions": torch.tensor(has),
                "action_mask": torch.arange(self.cfg.action_dim) < ep["action_dims"],
                "embodiment": torch.tensor(ep["embodiment"], dtype=torch.long)}
+        if ep["views"] is not None:
+            out["view_mask"] = torch.from_numpy(ep["views"])
         if "proprio" in win:
             out["proprio"] = torch.from_numpy(np.ascontiguousarray(win["proprio"]))
         return out

@@ -38,7 +38,7 @@ def _stat_fields(stats: dict) -> dict:
 def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, robot, stats: dict,
                   window: dict, vae_path: str | Path, vae_identity: str, sampling_steps: int = 16,
                   camera: str = "main", source: dict | None = None, proprio_stats: dict | None = None,
-                  vae_precision: str = "fp32") -> Path:
+                  vae_precision: str = "fp32", cameras: list[str] | None = None) -> Path:
     """Write the bundle; ``robot`` is a RobotConfig, ``stats`` its entry of the shards' stats.json,
     ``proprio_stats`` its proprioception statistics when the model takes proprioception,
     ``vae_precision`` the arithmetic the shards' latents were encoded in (the policy uses it)."""
@@ -70,6 +70,7 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
         "window": window,
         "image_size": int(vae.config.resolution),
         "camera": camera,
+        "cameras": list(cameras) if cameras else [camera],  # the camera of each view, in view order
         "vae": {"file": "vae.safetensors", "identity": vae_identity, "scale": float(vae.config.scale),
                 "precision": vae_precision},
         "sampling_steps": int(sampling_steps),

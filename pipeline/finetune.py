@@ -137,16 +137,19 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
     window.validate()
     root = Path(cfg.run_dir)
     tracking = base.tracking_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
-    sources = [SourceConfig(path=d) for d in data]
+    views = int(arch.get("num_views", 1)) if arch is not None else base.data.num_views
+    # several views: the robot's registry cameras, in its order, are the views (fewer: absent)
+    cameras = list(robot.cameras[:views]) if views > 1 else None
+    sources = [SourceConfig(path=d, cameras=cameras) for d in data]
     vae_id = identities.pop()
     stages, prev = [], None
     for i, st in enumerate(cfg.stages):
         tc = replace(
             base, model=model,
-            data=replace(base.data, sources=sources, window=window, action_dim=robot.action_dim,
+            data=replace(base.data, sources=sources, window=window, action_dim=robot.action_dim, num_views=views,
                          proprio_dim=len(robot.proprio_names) if use_proprio else 0,
                          normalization=robot.normalization, norm_mask=robot.norm_mask(), vae_identity=vae_id),
-            eval_sources=[SourceConfig(path=d) for d in eval_data] if eval_data else base.eval_sources,
+            eval_sources=[SourceConfig(path=d, cameras=cameras) for d in eval_data] if eval_data else base.eval_sources,
             optim=replace(base.optim, lr=st.lr, warmup_steps=st.warmup_steps),
             total_steps=st.steps, freeze=list(st.freeze), run_dir=str(root / f"stage{i}_{st.name}"),
             tracking_uri=tracking, experiment=base.experiment if base.experiment != "uva-pretrain"
@@ -236,10 +239,13 @@ def do_export(cfg: FinetuneConfig, last: TrainConfig, info: dict, vae: str | Non
     window = {"num_history": w.num_history, "num_future": w.num_future, "frame_stride": w.frame_stride,
               "action_horizon": w.action_horizon}
     cam = last.data.sources[0].camera or "main"
+    cameras = last.data.sources[0].cameras
     return export_bundle(Path(cfg.run_dir) / "export", weights, arch, info["robot"], info["stats"], window,
                          vae_path, index["vae"], cfg.export_sampling_steps, cam,
                          source={"checkpoint": str(step_dir), "pretrained": info["weights"]},
-                         proprio_stats=info["proprio_stats"], vae_precision=index.get("vae_precision", "fp32"))
+                         proprio_stats=info["proprio_stats"], vae_precision=index.get("vae_precision", "fp32"),
+                         cameras=list(cameras) + [f"absent{i}" for i in range(len(cameras), last.data.num_views)]
+                         if cameras else None)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -107,6 +107,11 @@ class UVAPolicy:
                              f"({embodiments})")
         self.embodiment = (None if self.embodiment_id is None
                            else torch.tensor([self.embodiment_id], dtype=torch.long, device=self.device))
+        # the camera of each view: one ("camera"), or, for a model of several views, "cameras"
+        self.cameras = list(meta.get("cameras") or [meta.get("camera", "main")])
+        if len(self.cameras) != self.config.num_views:
+            raise ValueError(f"policy bundle {self.root}: {len(self.cameras)} cameras {self.cameras} for a model of "
+                             f"{self.config.num_views} views")
         self.generator = rng.generator(0, self.device)
         self.sampler = None
         if self.backend != "none":
@@ -144,19 +149,44 @@ class UVAPolicy:
         return torch.from_numpy(z).float().unsqueeze(0)
 
     @torch.no_grad()
+    def encode_views(self, frames) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Frames of one camera ((N, H, W, 3) uint8), or a mapping camera -> frames, to the model's
+        history: (1, N, C, h, w) for a one-view model, (1, N, V, C, h, w) and the view mask (1, V)
+        for several views (a camera missing from the mapping is an absent view)."""
+        if not isinstance(frames, dict):
+            if self.config.num_views > 1:
+                raise ValueError(f"this policy sees {self.config.num_views} cameras: pass {{camera: frames}} for "
+                                 f"{', '.join(self.cameras)}")
+            return self.encode(frames), None
+        unknown = sorted(set(frames) - set(self.cameras))
+        if unknown:
+            raise ValueError(f"cameras {unknown} are not this policy's ({', '.join(self.cameras)})")
+        if self.config.num_views == 1:
+            return self.encode(frames[self.cameras[0]]), None
+        have = [c for c in self.cameras if c in frames]
+        if not have:
+            raise ValueError(f"pass frames of at least one of the cameras {', '.join(self.cameras)}")
+        lats = {c: self.encode(frames[c]) for c in have}
+        first = lats[have[0]]
+        views = [lats.get(c, torch.zeros_like(first)) for c in self.cameras]
+        mask = torch.tensor([[c in lats for c in self.cameras]])
+        return torch.stack(views, 2), mask
+
     def predict_normalized(self, history: torch.Tensor, generator: torch.Generator | None = None,
-                           proprio: torch.Tensor | None = None) -> np.ndarray:
+                           proprio: torch.Tensor | None = None, view_mask: torch.Tensor | None = None) -> np.ndarray:
         """(1, num_history, C, h, w) latents [, (1, num_history, P) normalized proprioception]
         -> (action_horizon, action_dim) model-unit actions. ``generator`` must be on the policy's
         device (``uva.rng.generator(seed, policy.device)``)."""
         g = generator if generator is not None else self.generator
         history = history.to(self.device)
         proprio = None if proprio is None else proprio.to(self.device)
+        view_mask = None if view_mask is None else view_mask.to(self.device)
         if self.sampler is not None:
-            out = self.sampler(history, proprio, generator=g)
+            out = self.sampler(history, proprio, generator=g, view_mask=view_mask)
         else:
             out = self.model.predict_action(history, num_steps=self.sampling_steps, generator=g, proprio=proprio,
-                                            temperature=self.temperature, embodiment=self.embodiment)
+                                            temperature=self.temperature, embodiment=self.embodiment,
+                                            view_mask=view_mask)
         return out[0].float().cpu().numpy()
 
     def normalize_proprio(self, proprio: np.ndarray) -> torch.Tensor:
@@ -170,15 +200,21 @@ class UVAPolicy:
         norm = normalize_actions(state, self.proprio_stats, self.normalization)
         return torch.from_numpy(norm.astype(np.float32)).unsqueeze(0)
 
-    def predict(self, frames: np.ndarray, proprio: np.ndarray | None = None,
+    def predict(self, frames, proprio: np.ndarray | None = None,
                 generator: torch.Generator | None = None) -> np.ndarray:
-        """(num_history, H, W, 3) uint8 frames, oldest first [, (num_history, P) robot states at
-        those frames, for a model that takes proprioception] -> (K, action_dim) robot-unit actions."""
+        """(num_history, H, W, 3) uint8 frames, oldest first, or a mapping camera -> such frames
+        (a model of several views; cameras as in the robot's registry entry, a missing one is an
+        absent view) [, (num_history, P) robot states at those frames, for a model that takes
+        proprioception] -> (K, action_dim) robot-unit actions."""
         from pipeline.robots import unnormalize_actions
 
-        frames = np.asarray(frames)
-        if len(frames) < self.num_history:  # the start of an episode: repeat the first frame
-            frames = np.concatenate([np.repeat(frames[:1], self.num_history - len(frames), 0), frames])
+        def last(x: np.ndarray) -> np.ndarray:  # the start of an episode: repeat the first frame
+            x = np.asarray(x)
+            if len(x) < self.num_history:
+                x = np.concatenate([np.repeat(x[:1], self.num_history - len(x), 0), x])
+            return x[-self.num_history:]
+
+        frames = {c: last(f) for c, f in frames.items()} if isinstance(frames, dict) else last(frames)
         state = None
         if self.proprio_dim:
             if proprio is None:
@@ -188,7 +224,8 @@ class UVAPolicy:
             if len(proprio) < self.num_history:
                 proprio = np.concatenate([np.repeat(proprio[:1], self.num_history - len(proprio), 0), proprio])
             state = self.normalize_proprio(proprio[-self.num_history:])
-        norm = self.predict_normalized(self.encode(frames[-self.num_history:]), generator, state)
+        history, view_mask = self.encode_views(frames)
+        norm = self.predict_normalized(history, generator, state, view_mask)
         actions = unnormalize_actions(norm[:, : self.robot.action_dim], self.stats, self.normalization, self.norm_mask)
         return np.repeat(actions, self.action_step, axis=0)  # one row per control step
 

@@ -75,7 +75,8 @@ def build_model(cfg: TrainConfig, rank: int, load=load_weights) -> tuple[UVA, UV
     w = cfg.data.window
     mcfg = model_config(cfg.model.size, **{**cfg.model.overrides, "num_history": w.num_history,
                                            "num_future": w.num_future, "action_horizon": w.action_horizon,
-                                           "action_dim": cfg.data.action_dim, "proprio_dim": cfg.data.proprio_dim})
+                                           "action_dim": cfg.data.action_dim, "proprio_dim": cfg.data.proprio_dim,
+                                           "num_views": cfg.data.num_views})
     model = UVA(mcfg)
     if cfg.init_from:
         from safetensors.torch import load_file

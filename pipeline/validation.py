@@ -30,7 +30,7 @@ def evaluate(model: UVA, batch: dict, num_steps: int, num_iters: int, generator:
     for i, name in enumerate(MODE_NAMES):
         out = model(**batch, mode_weights=weights, modes=torch.full((b,), i), generator=generator)
         metrics[f"val/loss/{name}"] = float(out["per_sample"].float().mean())
-    cond = {"proprio": batch.get("proprio"), "embodiment": batch.get("embodiment")}
+    cond = {"proprio": batch.get("proprio"), "embodiment": batch.get("embodiment"), "view_mask": batch.get("view_mask")}
     pred_actions = model.predict_action(batch["history"], num_steps=num_steps, generator=generator, **cond)
     has = batch["has_actions"].bool()
     if has.any():
@@ -53,7 +53,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @torch.no_grad()
 def decode_video(vae, latents: torch.Tensor) -> torch.Tensor:
-    """(T, C, h, w) scaled latents -> (T, 3, H, W) pixels in [-1, 1]."""
+    """(T, C, h, w) scaled latents -> (T, 3, H, W) pixels in [-1, 1]; (T, V, C, h, w) (several
+    views) -> (T, 3, H, V * W), the views side by side."""
+    if latents.ndim == 5:
+        t, v = latents.shape[:2]
+        pix = vae.decode(latents.flatten(0, 1).float().cpu())
+        return pix.view(t, v, *pix.shape[1:]).permute(0, 2, 3, 1, 4).flatten(3)
     return vae.decode(latents.float().cpu())
 
 

@@ -16,6 +16,7 @@ class UVAConfig:
     latent_channels: int = 16  # VAE latent channels
     latent_size: int = 16  # latent grid height = width
     patch_size: int = 1  # latent patch per token (token dim = channels * patch^2)
+    num_views: int = 1  # cameras per frame, each a grid of tokens with a view embedding
     num_history: int = 4  # history frames given as context
     num_future: int = 4  # future frames predicted
     action_dim: int = 2  # action dimension of the robot
@@ -57,6 +58,11 @@ class UVAConfig:
         return self.grid * self.grid
 
     @property
+    def tokens_per_step(self) -> int:
+        """Tokens of one time step: every view's grid."""
+        return self.num_views * self.tokens_per_frame
+
+    @property
     def token_dim(self) -> int:
         return self.latent_channels * self.patch_size**2
 
@@ -65,7 +71,7 @@ class UVAConfig:
         return self.action_horizon // self.num_future
 
     def validate(self) -> None:
-        positive = ("latent_channels", "latent_size", "patch_size", "num_history", "num_future",
+        positive = ("latent_channels", "latent_size", "patch_size", "num_views", "num_history", "num_future",
                     "action_dim", "action_horizon", "width", "decoder_width", "encoder_depth",
                     "decoder_depth", "num_heads", "head_width", "head_depth", "action_head_width",
                     "action_head_depth", "diffusion_steps", "diffusion_batch_mul")

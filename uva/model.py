@@ -1,10 +1,13 @@
 """The Unified Video Action model: joint video-action latent, masked encoder-decoder, two heads.
 
-Shapes (B batch, Th/Tf history/future frames, C latent channels, S latent size, p patch,
-N = (S/p)^2 tokens per frame, L = Tf * N, Dt = C p^2 token dim, H action horizon, A action dim):
+Shapes (B batch, Th/Tf history/future frames, V views, C latent channels, S latent size, p patch,
+N = (S/p)^2 tokens per view, L = Tf * V * N, Dt = C p^2 token dim, H action horizon, A action dim):
 
-    history  (B, Th, C, S, S)   scaled VAE latents of the context frames
-    future   (B, Tf, C, S, S)   latents of the frames to predict (training / inverse dynamics)
+    history  (B, Th, C, S, S)   scaled VAE latents of the context frames (one view), or
+             (B, Th, V, C, S, S) with several views (cameras), each its own grid of tokens
+    future   (B, Tf[, V], C, S, S) latents of the frames to predict (training / inverse dynamics)
+    view_mask (B, V)            True where the episode has that camera; an absent view's tokens
+                                are a learned "absent" vector and get no video loss
     actions  (B, H, A)          normalized action chunk, H/Tf actions per future frame
     action_mask (B, A)          True where a dimension is the robot's own (the rest is padding
                                 of a narrower robot: no input, no loss)
@@ -46,14 +49,20 @@ class JointEmbed(nn.Module):
         self.fuse = nn.Linear(dt + cfg.num_history * dt + w, w)
         self.time_pos = nn.Parameter(torch.zeros(1, cfg.num_future, 1, w))
         self.space_pos = nn.Parameter(torch.zeros(1, 1, cfg.tokens_per_frame, w))
+        # several cameras: a view embedding per camera and the token of an absent one (none with
+        # one view, so single-camera checkpoints keep their parameters)
+        self.view_pos = nn.Parameter(torch.zeros(1, 1, cfg.num_views, 1, w)) if cfg.num_views > 1 else None
+        self.absent = nn.Parameter(torch.zeros(w)) if cfg.num_views > 1 else None
         self.buffer = nn.Parameter(torch.zeros(1, cfg.num_buffer_tokens, w))
         self.proprio = nn.Linear(cfg.num_history * cfg.proprio_dim, w) if cfg.proprio_dim else None
         self.lang = nn.Linear(cfg.lang_dim, w) if cfg.lang_dim else None
         self.embodiment = nn.Embedding(len(cfg.embodiments), w) if cfg.embodiments else None
         if self.embodiment is not None:
             nn.init.normal_(self.embodiment.weight, std=0.02)
-        for p in (self.mask_token, self.action_mask, self.time_pos, self.space_pos, self.buffer):
-            nn.init.normal_(p, std=0.02)
+        for p in (self.mask_token, self.action_mask, self.time_pos, self.space_pos, self.buffer,
+                  self.view_pos, self.absent):
+            if p is not None:
+                nn.init.normal_(p, std=0.02)
 
     @property
     def num_prefix(self) -> int:
@@ -62,10 +71,11 @@ class JointEmbed(nn.Module):
     def forward(self, hist: torch.Tensor, fut: torch.Tensor, future_mask: torch.Tensor,
                 actions: torch.Tensor | None, actions_visible: torch.Tensor,
                 proprio: torch.Tensor | None = None, lang: torch.Tensor | None = None,
-                embodiment: torch.Tensor | None = None, action_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """hist (B, Th, N, Dt), fut (B, Tf, N, Dt), future_mask (B, L) -> tokens (B, P + L, W)."""
+                embodiment: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
+                view_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """hist (B, Th, V*N, Dt), fut (B, Tf, V*N, Dt), future_mask (B, L) -> tokens (B, P + L, W)."""
         cfg = self.cfg
-        b, tf, n = hist.shape[0], cfg.num_future, cfg.tokens_per_frame
+        b, tf, n = hist.shape[0], cfg.num_future, cfg.tokens_per_step
         mask = future_mask.view(b, tf, n, 1)
         fut = torch.where(mask, self.mask_token.to(fut.dtype), fut)  # (B, Tf, N, Dt)
         ctx = rearrange(hist, "b t n d -> b n (t d)").unsqueeze(1).expand(b, tf, n, -1)  # (B, Tf, N, Th*Dt)
@@ -78,7 +88,15 @@ class JointEmbed(nn.Module):
             act = torch.where(actions_visible.view(b, 1, 1), act, self.action_mask.to(act.dtype))
         act = act.unsqueeze(2).expand(b, tf, n, -1)  # actions spread over their frame's grid
         x = self.fuse(torch.cat([fut, ctx.to(fut.dtype), act.to(fut.dtype)], -1))
-        x = rearrange(x + self.time_pos + self.space_pos, "b t n w -> b (t n) w")
+        if self.view_pos is None:
+            x = x + self.time_pos + self.space_pos
+        else:
+            x = x.view(b, tf, cfg.num_views, cfg.tokens_per_frame, -1)
+            if view_mask is not None:  # an absent camera: its tokens say so, and only that
+                x = torch.where(view_mask.view(b, 1, -1, 1, 1), x, self.absent.to(x.dtype))
+            x = x + self.view_pos + self.space_pos.unsqueeze(2)
+            x = x.view(b, tf, n, -1) + self.time_pos
+        x = rearrange(x, "b t n w -> b (t n) w")
         buffer = self.buffer.expand(b, -1, -1).to(x.dtype)
         if self.proprio is not None:  # proprioception is added to every buffer token
             if proprio is None:
@@ -109,9 +127,9 @@ class Readout(nn.Module):
         super().__init__()
         self.cfg, self.num_prefix = cfg, num_prefix
         d, r = cfg.decoder_width, cfg.action_readout_dim
-        self.video_pos = nn.Parameter(torch.zeros(1, cfg.num_future * cfg.tokens_per_frame, d))
+        self.video_pos = nn.Parameter(torch.zeros(1, cfg.num_future * cfg.tokens_per_step, d))
         self.reduce = nn.Linear(d, r) if r else None
-        self.action_pool = nn.Linear(cfg.num_future * (cfg.tokens_per_frame * r if r else d), d)
+        self.action_pool = nn.Linear(cfg.num_future * (cfg.tokens_per_step * r if r else d), d)
         self.prefix_pool = nn.Linear(d, d) if num_prefix else None
         nn.init.normal_(self.video_pos, std=0.02)
 
@@ -120,7 +138,7 @@ class Readout(nn.Module):
         if self.reduce is not None:
             pooled = self.reduce(z).flatten(1)  # (B, L * r)
         else:
-            pooled = rearrange(z, "b (t n) d -> b t n d", t=self.cfg.num_future).mean(2).flatten(1)
+            pooled = rearrange(z, "b (t n) d -> b t n d", t=self.cfg.num_future).mean(2).flatten(1)  # all views
         action = self.action_pool(pooled)
         if self.prefix_pool is not None:
             action = action + self.prefix_pool(prefix.mean(1))
@@ -135,7 +153,7 @@ class UVA(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.embed = JointEmbed(cfg)
-        num_tokens = self.embed.num_prefix + cfg.num_future * cfg.tokens_per_frame
+        num_tokens = self.embed.num_prefix + cfg.num_future * cfg.tokens_per_step
         self.backbone = EncoderDecoder(num_tokens, cfg.width, cfg.decoder_width, cfg.encoder_depth,
                                        cfg.decoder_depth, cfg.num_heads, cfg.mlp_ratio)
         self.readout = Readout(cfg, self.embed.num_prefix)
@@ -163,25 +181,30 @@ class UVA(nn.Module):
 
     # --- tokens ----------------------------------------------------------------------------
     def patchify(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, S, S) -> (B, T, N, Dt)."""
+        """(B, T, C, S, S) or (B, T, V, C, S, S) -> (B, T, V*N, Dt), view by view."""
         p = self.cfg.patch_size
+        if latents.ndim == 6:
+            return rearrange(latents, "b t v c (h p) (w q) -> b t (v h w) (c p q)", p=p, q=p)
         return rearrange(latents, "b t c (h p) (w q) -> b t (h w) (c p q)", p=p, q=p)
 
     def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, N, Dt) -> (B, T, C, S, S)."""
-        p, g = self.cfg.patch_size, self.cfg.grid
+        """(B, T, V*N, Dt) -> (B, T, C, S, S) (one view) or (B, T, V, C, S, S)."""
+        p, g, v = self.cfg.patch_size, self.cfg.grid, self.cfg.num_views
+        if v > 1:
+            return rearrange(tokens, "b t (v h w) (c p q) -> b t v c (h p) (w q)", v=v, h=g, w=g, p=p, q=p)
         return rearrange(tokens, "b t (h w) (c p q) -> b t c (h p) (w q)", h=g, w=g, p=p, q=p)
 
     def _check(self, name: str, x: torch.Tensor, frames: int) -> None:
         c = self.cfg
-        want = (frames, c.latent_channels, c.latent_size, c.latent_size)
-        if x.ndim != 5 or tuple(x.shape[1:]) != want:
+        want = (frames, *((c.num_views,) if c.num_views > 1 else ()), c.latent_channels, c.latent_size, c.latent_size)
+        if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
             raise ValueError(f"{name} must be (B, {', '.join(map(str, want))}), got {tuple(x.shape)}")
 
     def features(self, history: torch.Tensor, future: torch.Tensor | None, future_mask: torch.Tensor,
                  actions: torch.Tensor | None, actions_visible: torch.Tensor,
                  proprio: torch.Tensor | None = None, lang: torch.Tensor | None = None,
-                 embodiment: torch.Tensor | None = None, action_mask: torch.Tensor | None = None):
+                 embodiment: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
+                 view_mask: torch.Tensor | None = None):
         """One backbone pass -> (video condition (B, L, D), action condition (B, D)).
 
         Inputs of any float dtype are cast to the parameters' dtype here (bf16 weights under
@@ -191,13 +214,14 @@ class UVA(nn.Module):
         dtype = self.embed.fuse.weight.dtype
         hist = self.patchify(history.to(dtype))
         if future is None:
-            fut = hist.new_zeros(hist.shape[0], self.cfg.num_future, *hist.shape[2:])
+            fut = hist.new_zeros(hist.shape[0], self.cfg.num_future, *hist.shape[2:])  # all masked
         else:
             self._check("future", future, self.cfg.num_future)
             fut = self.patchify(future.to(dtype))
         if actions is not None:
             actions = actions.to(dtype)
-        x = self.embed(hist, fut, future_mask, actions, actions_visible, proprio, lang, embodiment, action_mask)
+        x = self.embed(hist, fut, future_mask, actions, actions_visible, proprio, lang, embodiment, action_mask,
+                       view_mask)
         return self.readout(self.backbone(x))
 
     # --- training --------------------------------------------------------------------------
@@ -214,7 +238,7 @@ class UVA(nn.Module):
                 has_actions: torch.Tensor, mode_weights: torch.Tensor, proprio: torch.Tensor | None = None,
                 lang: torch.Tensor | None = None, modes: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, embodiment: torch.Tensor | None = None,
-                action_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                action_mask: torch.Tensor | None = None, view_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Masked training step. Returns loss (scalar), per-sample video/action parts and modes.
 
         ``modes`` (B,) fixes each sample's mode; otherwise they are drawn from ``mode_weights``.
@@ -226,16 +250,19 @@ class UVA(nn.Module):
         if modes is None:
             modes = sample_modes(mode_weights, has_actions.to(device), generator=generator)
         modes = modes.to(device)
-        masks = build_masks(modes, cfg.num_future * cfg.tokens_per_frame, cfg.mask_ratio_min,
+        masks = build_masks(modes, cfg.num_future * cfg.tokens_per_step, cfg.mask_ratio_min,
                             cfg.mask_ratio_std, generator=generator)
         action_w = masks["action_loss"] * has_actions.float()
         visible = masks["actions_visible"] & has_actions.bool()
         video_cond, action_cond = self.features(history, future, masks["future_mask"], actions, visible, proprio, lang,
-                                                embodiment, action_mask)
+                                                embodiment, action_mask, view_mask)
 
         # video loss: masked tokens of samples whose mode learns video
         target = rearrange(self.patchify(future.float()), "b t n d -> b (t n) d")  # float32 targets
         sel = masks["future_mask"] & (masks["video_loss"][:, None] > 0)
+        if view_mask is not None and cfg.num_views > 1:  # no video loss on an absent camera's tokens
+            present = view_mask.to(device).bool().view(b, 1, -1, 1).expand(b, cfg.num_future, -1, cfg.tokens_per_frame)
+            sel = sel & present.reshape(b, -1)
         if not sel.any():  # keep every parameter in the graph (ZeRO expects a gradient for all)
             sel = torch.zeros_like(sel)
             sel[0, 0] = True
@@ -262,7 +289,7 @@ class UVA(nn.Module):
     def sample_actions(self, history: torch.Tensor, future: torch.Tensor | None, future_mask: torch.Tensor,
                        num_steps: int = 100, proprio=None, lang=None, generator=None,
                        temperature: float = 1.0, noise: torch.Tensor | None = None,
-                       embodiment: torch.Tensor | None = None) -> torch.Tensor:
+                       embodiment: torch.Tensor | None = None, view_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone once, then the action head only: (B, H, A) normalized actions (float32).
 
         ``noise`` (num_steps, B, H * A) pre-drawn replaces the sampler's draws (see
@@ -270,7 +297,8 @@ class UVA(nn.Module):
         """
         b = history.shape[0]
         visible = torch.zeros(b, dtype=torch.bool, device=history.device)
-        _, action_cond = self.features(history, future, future_mask, None, visible, proprio, lang, embodiment)
+        _, action_cond = self.features(history, future, future_mask, None, visible, proprio, lang, embodiment,
+                                       view_mask=view_mask)
         shape = (b, self.cfg.action_horizon * self.cfg.action_dim)
         x = self.diffusion.respaced(num_steps).sample(self.action_head, shape, action_cond.float(),
                                                       generator, temperature, self.cfg.action_clip or None,
@@ -279,26 +307,27 @@ class UVA(nn.Module):
 
     def predict_action(self, history: torch.Tensor, num_steps: int = 100, **kw) -> torch.Tensor:
         """Policy: every future token masked; never samples video."""
-        mask = torch.ones(history.shape[0], self.cfg.num_future * self.cfg.tokens_per_frame,
+        mask = torch.ones(history.shape[0], self.cfg.num_future * self.cfg.tokens_per_step,
                           dtype=torch.bool, device=history.device)
         return self.sample_actions(history, None, mask, num_steps, **kw)
 
     def inverse_dynamics(self, history: torch.Tensor, future: torch.Tensor, num_steps: int = 100, **kw) -> torch.Tensor:
         """Actions that lead from ``history`` to the given ``future`` frames."""
-        mask = torch.zeros(history.shape[0], self.cfg.num_future * self.cfg.tokens_per_frame,
+        mask = torch.zeros(history.shape[0], self.cfg.num_future * self.cfg.tokens_per_step,
                            dtype=torch.bool, device=history.device)
         return self.sample_actions(history, future, mask, num_steps, **kw)
 
     @torch.no_grad()
     def generate_video(self, history: torch.Tensor, actions: torch.Tensor | None = None, num_iters: int = 4,
                        num_steps: int = 100, proprio=None, lang=None, generator=None,
-                       temperature: float = 1.0, embodiment: torch.Tensor | None = None) -> torch.Tensor:
+                       temperature: float = 1.0, embodiment: torch.Tensor | None = None,
+                       view_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Future latents (B, Tf, C, S, S) by MaskGIT-style unmasking in ``num_iters`` rounds.
 
         With ``actions`` this is forward dynamics; without, action-free video prediction.
         """
         cfg = self.cfg
-        b, L = history.shape[0], cfg.num_future * cfg.tokens_per_frame
+        b, L = history.shape[0], cfg.num_future * cfg.tokens_per_step
         if num_iters < 1 or num_iters > L:
             raise ValueError(f"num_iters must be in [1, {L}], got {num_iters}")
         device = history.device
@@ -311,15 +340,15 @@ class UVA(nn.Module):
             nxt = 0 if it == num_iters - 1 else int(math.floor(L * math.cos(math.pi / 2 * (it + 1) / num_iters)))
             nxt = max(0, min(nxt, num_masked - 1))  # unmask at least one token per round
             mask = rank < num_masked
-            fut = self.unpatchify(tokens.view(b, cfg.num_future, cfg.tokens_per_frame, -1))
+            fut = self.unpatchify(tokens.view(b, cfg.num_future, cfg.tokens_per_step, -1))
             video_cond, _ = self.features(history, fut.to(history.dtype), mask, actions, visible, proprio, lang,
-                                          embodiment)
+                                          embodiment, view_mask=view_mask)
             fill = mask & (rank >= nxt)
             tokens[fill] = diffusion.sample(self.video_head, (int(fill.sum()), cfg.token_dim),
                                             video_cond[fill].float(), generator, temperature,
                                             cfg.video_clip or None)
             num_masked = nxt
-        return self.unpatchify(tokens.view(b, cfg.num_future, cfg.tokens_per_frame, -1))
+        return self.unpatchify(tokens.view(b, cfg.num_future, cfg.tokens_per_step, -1))
 
     def forward_dynamics(self, history: torch.Tensor, actions: torch.Tensor, **kw) -> torch.Tensor:
         """Future latents caused by ``actions`` from ``history``."""

@@ -47,8 +47,10 @@ class ActionSampler:
         schedule = model.diffusion.respaced(self.num_steps)
         b, dev = batch_size, self.device
         self.batch_size = b
-        self.history = torch.zeros(b, cfg.num_history, cfg.latent_channels, cfg.latent_size, cfg.latent_size,
+        views = (cfg.num_views,) if cfg.num_views > 1 else ()
+        self.history = torch.zeros(b, cfg.num_history, *views, cfg.latent_channels, cfg.latent_size, cfg.latent_size,
                                    device=dev)
+        self.view_mask = torch.ones(b, cfg.num_views, dtype=torch.bool, device=dev) if views else None
         self.proprio = torch.zeros(b, cfg.num_history, cfg.proprio_dim, device=dev) if self.with_proprio else None
         # the robot this sampler acts for (fixed: one policy drives one robot)
         self.embodiment = (torch.full((b,), int(embodiment), dtype=torch.long, device=dev)
@@ -66,7 +68,7 @@ class ActionSampler:
     def _run(self) -> torch.Tensor:
         return self.model.predict_action(self.history, num_steps=self.num_steps, proprio=self.proprio,
                                          temperature=self.temperature, noise=self.noise,
-                                         embodiment=self.embodiment)
+                                         embodiment=self.embodiment, view_mask=self.view_mask)
 
     @torch.no_grad()
     def warmup(self) -> None:
@@ -89,12 +91,14 @@ class ActionSampler:
 
     @torch.no_grad()
     def __call__(self, history: torch.Tensor, proprio: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, view_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, Th, C, S, S) latents [, (B, Th, P) normalized proprioception] -> (B, H, A) float32."""
         if tuple(history.shape) != tuple(self.history.shape):
             raise ValueError(f"history must be {tuple(self.history.shape)} (this sampler's batch size), "
                              f"got {tuple(history.shape)}")
         self.history.copy_(history)
+        if self.view_mask is not None:  # several cameras: which ones this call has (default: all)
+            self.view_mask.copy_(view_mask if view_mask is not None else torch.ones_like(self.view_mask))
         if self.proprio is not None:
             if proprio is None:
                 raise ValueError("this sampler was built with proprioception: pass proprio")

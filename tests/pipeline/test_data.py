@@ -23,15 +23,16 @@ from uva_io.shardset import INDEX_FORMAT, compute_action_stats, iter_tar_samples
 
 def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: bool, vae: str = "vae0",
              per_shard: int = 2, corrupt: bool = False, action_dim: int = 2, latent=(4, 2, 2),
-             config: dict | None = None, proprio_dim: int = 0) -> Path:
+             config: dict | None = None, proprio_dim: int = 0, cameras: tuple[str, ...] = ("main",)) -> Path:
     root.mkdir(parents=True)
     shards = []
     for s in range(0, episodes, per_shard):
         samples = []
         for e in range(s, min(s + per_shard, episodes)):
             lat = np.full((frames, *latent), e, np.float16) + np.arange(frames, dtype=np.float16)[:, None, None, None]
-            sample = {"__key__": f"{robot}{e}", "latents.main.npy": npy_bytes(lat),
-                      "meta.json": json.dumps({"robot": robot}).encode()}
+            sample = {"__key__": f"{robot}{e}", "meta.json": json.dumps({"robot": robot}).encode()}
+            for c, cam in enumerate(cameras):  # camera c: the frame value + 100 c
+                sample[f"latents.{cam}.npy"] = npy_bytes(lat + np.float16(100 * c))
             if with_actions:
                 cols = [np.arange(frames) * (1 + k) * (-1) ** k for k in range(action_dim)]
                 sample["actions.npy"] = npy_bytes(np.stack(cols, 1).astype(np.float32))
@@ -45,7 +46,7 @@ def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: b
         shards.append({"name": f"latents-{s // per_shard:06d}.tar", "num_episodes": len(samples), "num_frames": 0})
     where = {f"{robot}{e}": {"shard": f"latents-{e // per_shard:06d}.tar"} for e in range(episodes)}
     (root / "index.json").write_text(json.dumps({"format": INDEX_FORMAT, "vae": vae, "shards": shards,
-                                                 "episodes": where, "config": config or {}}))
+                                                 "episodes": where, "config": config or {}, "robots": [robot]}))
     stats = compute_action_stats(sorted(root.glob("*.tar"))) if with_actions and not corrupt else \
         ({robot: {"mean": [0, 0], "std": [1, 1]}} if with_actions else {})
     (root / "stats.json").write_text(json.dumps(stats))
@@ -94,6 +95,37 @@ def test_mix_weights_actions_normalized_and_action_free(tmp_path):
     acts = torch.stack([b["actions"] for b in batch if b["has_actions"]])
     assert acts.abs().max() < 3  # normalized with stored statistics
     assert all(b["actions"].abs().sum() == 0 for b in batch if not b["has_actions"])
+
+
+def test_embodiments_action_masks_and_views_of_a_mixed_batch(tmp_path):
+    """A 2-d robot with two cameras, a 3-d robot with one, human video with one: each window says
+    its robot (id in data.embodiments), which action dimensions are its own, and which views it
+    has; views come in the configured order, an absent one is zeros."""
+    make_set(tmp_path / "franka", "franka", 2, 20, True, cameras=("exterior", "wrist"))
+    make_set(tmp_path / "arm", "arm", 2, 20, True, action_dim=3, cameras=("front",))
+    make_set(tmp_path / "human", "human", 2, 20, False)
+    cfg = DataConfig(sources=[SourceConfig(str(tmp_path / "franka"), cameras=["wrist", "exterior"]),
+                              SourceConfig(str(tmp_path / "arm"), cameras=["front", "wrist"]),
+                              SourceConfig(str(tmp_path / "human"))],
+                     window=WindowConfig(2, 2, 2, 4), shuffle_buffer=8, num_workers=0, action_dim=3, num_views=2,
+                     embodiments=["arm", "franka", "human"])
+    it = iter(MixedStream(cfg))
+    seen = {}
+    for _ in range(60):
+        w = next(it)
+        seen.setdefault(int(w["embodiment"]), w)
+    assert sorted(seen) == [0, 1, 2]
+    arm, franka, human = seen[0], seen[1], seen[2]
+    assert franka["action_mask"].tolist() == [True, True, False] and arm["action_mask"].tolist() == [True] * 3
+    assert not human["action_mask"].any() and not human["has_actions"]
+    assert franka["history"].shape == (2, 2, 4, 2, 2)
+    assert franka["view_mask"].tolist() == [True, True] and arm["view_mask"].tolist() == [True, False]
+    # view 0 of franka is its wrist camera (stored second: +100), view 1 the exterior one
+    assert float(franka["history"][0, 0].min() - franka["history"][0, 1].min()) == 100.0
+    assert arm["history"][:, 1].abs().sum() == 0 and human["view_mask"].tolist() == [True, False]
+    with pytest.raises(ValueError, match=r"robot\(s\) \['human'\], which have no embodiment"):
+        MixedStream(DataConfig(sources=cfg.sources, window=cfg.window, action_dim=3, num_views=2,
+                               embodiments=["arm", "franka"]))
 
 
 def test_proprio_at_history_frames_normalized_and_zero_without(tmp_path):

@@ -124,9 +124,13 @@ def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, 
     stages = "[{name: heads, steps: 2, lr: 1.0e-3, freeze: [backbone, video_head]}, {name: all, steps: 2, lr: 1.0e-3}]"
     proc = finetune(["--robot", "franka", "--pretrained", str(world["ckpt"]), "--data", str(world["root"] / "franka"),
                      *recipe(run, stages)])
-    assert "new for this robot: action_head, embed.action_proj, embed.proprio" in proc.stdout
+    assert "new for this robot: action_head, embed.action_proj, embed.embodiment, embed.proprio" in proc.stdout
     pre = load_file(str(world["ckpt"] / "step_3" / "ema.safetensors"))
     heads = load_file(str(run / "stage0_heads" / "checkpoints" / "step_2" / "model.safetensors"))
+    # the pretrained robots keep their rows (arm, human), franka gets a third
+    assert json.loads((world["ckpt"] / "step_3" / "model_config.json").read_text())["embodiments"] == ["arm", "human"]
+    table = heads["embed.embodiment.weight"]
+    assert table.shape[0] == 3 and torch.allclose(table[:2], pre["embed.embodiment.weight"], atol=0.05)
     full = load_file(str(run / "stage1_all" / "checkpoints" / "step_2" / "model.safetensors"))
     backbone = [k for k in pre if k.startswith("backbone.")]
     assert backbone and all(torch.equal(pre[k], heads[k]) for k in backbone)  # frozen in stage 1: kept exactly
@@ -146,14 +150,17 @@ def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, 
     model.load_state_dict(load_file(str(step / "ema.safetensors")))
     model.eval()
     policy = load_policy(bundle)
+    assert policy.embodiment_id == 2  # franka's row
+    emb = torch.tensor([2])
     hist, state = torch.randn(1, 2, 4, 2, 2), torch.randn(1, 2, 8)
-    want = model.predict_action(hist, num_steps=16, proprio=state, generator=torch.Generator().manual_seed(7))
+    want = model.predict_action(hist, num_steps=16, proprio=state, generator=torch.Generator().manual_seed(7),
+                                embodiment=emb)
     got = policy.predict_normalized(hist, torch.Generator().manual_seed(7), state)
     np.testing.assert_array_equal(got, want[0].numpy())
     # a sampling temperature reaches the model (0: no noise after the initial draw)
     cold = load_policy(bundle, temperature=0.0)
     want = model.predict_action(hist, num_steps=16, proprio=state, generator=torch.Generator().manual_seed(7),
-                                temperature=0.0)
+                                temperature=0.0, embodiment=emb)
     np.testing.assert_array_equal(cold.predict_normalized(hist, torch.Generator().manual_seed(7), state), want[0].numpy())
     assert not np.allclose(want[0].numpy(), got)
     with pytest.raises(ValueError, match="temperature >= 0"):
@@ -164,7 +171,7 @@ def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, 
 
     static = load_policy(bundle, backend="eager")
     noise = rng.randn(static.sampler.noise.shape, rng.generator(7), "cpu")
-    want = model.predict_action(hist, num_steps=16, proprio=state, noise=noise)
+    want = model.predict_action(hist, num_steps=16, proprio=state, noise=noise, embodiment=emb)
     np.testing.assert_array_equal(static.predict_normalized(hist, rng.generator(7), state), want[0].numpy())
     assert meta["vae"]["precision"] == "fp32" and static.vae_precision == "fp32"
     with pytest.raises(ValueError, match="backend"):
@@ -201,8 +208,9 @@ def test_finetune_pusht_and_closed_loop_in_the_runner(world, tmp_path):
     run = tmp_path / "ft"
     proc = finetune(["--robot", "pusht", "--pretrained", str(world["ckpt"]), "--data", str(world["root"] / "pusht"),
                      *recipe(run, "[{name: full, steps: 2, lr: 1.0e-3}]")])
-    # same action layout: the pretrained action head is kept; only the proprioception input is new
-    assert "new for this robot: embed.proprio\n" in proc.stdout
+    # same action layout: the pretrained action head is kept; the proprioception input and the
+    # robot's embodiment row (pusht was not in the pretraining mix) are new
+    assert "new for this robot: embed.embodiment, embed.proprio\n" in proc.stdout
     res = evaluate_policy(functools.partial(load_policy, run / "export"), [100000], workers=1, max_steps=12, log=None)
     assert res["num_episodes"] == 1 and res["episodes"][0]["steps"] == 12
     # uva-eval replans halfway through a bundle's chunk by default
@@ -250,3 +258,45 @@ def test_finetune_bad_inputs_are_named(world, tmp_path):
     proc = finetune(["--robot", "franka", "--pretrained", str(bare), "--data", data,
                      *recipe(tmp_path / "y", "[{name: full, steps: 1, lr: 1.0e-3}]")], check=False)
     assert proc.returncode == 2 and "is from a different model size or layout" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_mix_of_robots_and_cameras_pretrains_and_fine_tunes_to_a_two_camera_robot(world, tmp_path):
+    """Pretraining on a 2-d one-camera robot, a two-camera 8-d franka and human video with two
+    views and 8-d actions; fine-tuning to franka keeps its embodiment row and both views; the
+    policy takes {camera: frames}, and a missing camera is an absent view, not an error."""
+    from safetensors.torch import load_file
+
+    from pipeline.policy import load_policy
+    from uva.vae import vae_identity
+    from uva_io.vae_bundle import load_vae
+
+    root = world["root"]
+    ident = vae_identity(load_vae(world["vae"]))
+    make_set(tmp_path / "franka2", "franka", 4, 24, True, vae=ident, action_dim=8, config={"vae": str(world["vae"])},
+             cameras=("exterior", "wrist"))
+    run = tmp_path / "pre"
+    sets = ["model.size=uva-tiny", "model.overrides={latent_channels: 4, latent_size: 2, width: 32, decoder_width: 32}",
+            f"data.sources=[{{path: {root / 'pre' / 'robot'}, weight: 1}}, {{path: {tmp_path / 'franka2'}, weight: 1, "
+            f"cameras: [exterior, wrist]}}, {{path: {root / 'pre' / 'human'}}}]",
+            f"data.window={WINDOW}", "data.action_dim=8", "data.num_views=2", "data.num_workers=0",
+            "data.shuffle_buffer=8", "micro_batch_size=4", "total_steps=3", "checkpoint_every=3", f"run_dir={run}"]
+    run_train(sets, 1, tmp_path / "losses")
+    arch = json.loads((run / "checkpoints" / "step_3" / "model_config.json").read_text())
+    assert arch["embodiments"] == ["arm", "franka", "human"] and arch["num_views"] == 2
+    ft = tmp_path / "ft"
+    proc = finetune(["--robot", "franka", "--pretrained", str(run / "checkpoints"), "--data", str(tmp_path / "franka2"),
+                     *recipe(ft, "[{name: all, steps: 2, lr: 1.0e-3}]"), "--set", "use_proprio=false"])
+    assert "embed.embodiment" not in proc.stdout.split("new for this robot:")[-1].split("\n")[0]  # franka was seen
+    pre = load_file(str(run / "checkpoints" / "step_3" / "ema.safetensors"))
+    assert pre["embed.embodiment.weight"].shape[0] == 3
+    policy = load_policy(ft / "export")
+    assert policy.cameras == ["exterior", "wrist"] and policy.embodiment_id == 1
+    frames = np.random.default_rng(0).integers(0, 255, size=(2, 8, 8, 3), dtype=np.uint8)
+    both = policy.predict({"exterior": frames, "wrist": frames[::-1]}, generator=torch.Generator().manual_seed(1))
+    one = policy.predict({"exterior": frames}, generator=torch.Generator().manual_seed(1))
+    assert both.shape == one.shape == (4, 8) and not np.allclose(both, one)
+    with pytest.raises(ValueError, match="sees 2 cameras"):
+        policy.predict(frames)
+    with pytest.raises(ValueError, match=r"cameras \['top'\] are not this policy's"):
+        policy.predict({"top": frames})

@@ -303,3 +303,39 @@ def test_a_model_without_embodiments_loads_and_a_table_grows_by_new_robots():
     with pytest.raises(ValueError, match="embodiment table"):
         load_weights(new, grown.state_dict(), "three", "uva-tiny")
     load_weights(old, new.state_dict(), "with table", "uva-tiny")  # a model without one ignores it
+
+
+def test_views_enter_as_grids_with_an_embedding_and_absent_views_are_masked():
+    """Two cameras: each view is a grid of tokens with its own embedding (swapping the views
+    changes the actions); an absent view's latents change nothing, and its tokens get no video
+    loss; a one-view model keeps the parameter names of before (old checkpoints load)."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    cfg = replace(model_config("uva-tiny"), num_views=2)
+    model = UVA(cfg)
+    randomize_heads(model)
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    shape = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    hist, fut = torch.randn(2, 2, 2, *shape, generator=g()), torch.randn(2, 2, 2, *shape, generator=g())
+    a = model.predict_action(hist, num_steps=4, generator=g())
+    assert not torch.allclose(a, model.predict_action(hist.flip(2), num_steps=4, generator=g()))
+    one = torch.tensor([[True, False], [True, False]])
+    other = hist.clone()
+    other[:, :, 1] = torch.randn_like(other[:, :, 1]) * 3
+    a = model.predict_action(hist, num_steps=4, generator=g(), view_mask=one)
+    assert torch.equal(a, model.predict_action(other, num_steps=4, generator=g(), view_mask=one))
+    futb = fut.clone()
+    futb[:, :, 1] += 5
+    batch = {"history": hist, "future": fut, "actions": torch.randn(2, 4, 2), "has_actions": torch.ones(2, dtype=torch.bool)}
+    for mode in ("video", "joint"):
+        la = loss_for(model, batch, mode, view_mask=one)
+        assert torch.equal(la, loss_for(model, batch, mode, view_mask=one, future=futb, history=other)), mode
+        assert not torch.equal(loss_for(model, batch, mode), loss_for(model, batch, mode, future=futb)), mode
+    out = model.generate_video(hist, num_iters=2, num_steps=4, generator=g(), view_mask=one)
+    assert out.shape == fut.shape
+    with pytest.raises(ValueError, match="history must be"):
+        model.predict_action(hist[:, :, 0], num_steps=4)
+    single = UVA(model_config("uva-tiny")).state_dict()
+    assert not any("view" in k or "absent" in k for k in single)
+    assert set(model.state_dict()) - set(single) == {"embed.view_pos", "embed.absent"}
