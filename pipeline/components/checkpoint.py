@@ -206,8 +206,6 @@ def _grow_embodiments(own: dict, state: dict, source) -> tuple[dict, set[str]]:
     if have.shape == want.shape:
         return state, set()
     if have.shape[1] != want.shape[1] or have.shape[0] > want.shape[0]:
-        raise ValueError(f"checkpoint {source} is from a different model size or layout: its embodiment table "
-                         f"{tuple(have.shape)} does not fit this model's {tuple(want.shape)} (its robots must be "
-                         f"the first of the model's embodiments)")
+        return state, set()  # another width, or more robots than this model: a shape mismatch below
     extra = have.mean(0, keepdim=True).expand(want.shape[0] - have.shape[0], -1)
     return {**state, EMBODIMENTS: torch.cat([have, extra.to(have.dtype)])}, {EMBODIMENTS}

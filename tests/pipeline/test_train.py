@@ -207,7 +207,7 @@ def test_two_stage_recipe_video_only_then_init_from_consolidated_weights(data, t
     ema3 = load_file(str(runs[3] / "ema.safetensors"))
     # the ZeRO-3 export is the whole model, and the same model ZeRO-2 trains from the same seed
     cfg = model_config("uva-tiny", latent_channels=4, latent_size=2, width=32, decoder_width=32, num_history=2,
-                       num_future=2, action_horizon=4, action_dim=2)
+                       num_future=2, action_horizon=4, action_dim=2, embodiments=["arm", "human"])
     fresh = UVA(cfg).state_dict()
     assert set(z3) == set(fresh) and all(z3[k].shape == fresh[k].shape for k in fresh)
     for k in z2:
