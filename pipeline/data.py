@@ -242,7 +242,6 @@ class ShardSetStream(torch.utils.data.IterableDataset):
     def _episode(self, sample: dict) -> dict:
         """One stored episode, checked, with normalized actions/proprioception (latents stay float16)."""
         meta = sample["meta.json"]
-        embodiment = self.embodiment_of.get(meta["robot"], 0)
         if self.cfg.embodiments and meta["robot"] not in self.embodiment_of:
             raise ValueError(f"robot '{meta['robot']}' has no embodiment in this model")
         latents, views = self._views(sample)
@@ -260,8 +259,11 @@ class ShardSetStream(torch.utils.data.IterableDataset):
                 raise ValueError(f"robot '{meta['robot']}' has action dim {actions.shape[1]} > {self.cfg.action_dim}")
             dims = actions.shape[1]
             actions = np.pad(actions, ((0, 0), (0, self.cfg.action_dim - actions.shape[1])))
+        # per-episode tensors every window of it shares
         return {"latents": latents, "actions": actions, "proprio": self._proprio(sample, len(latents)),
-                "embodiment": embodiment, "action_dims": dims, "views": views}
+                "embodiment": torch.tensor(self.embodiment_of.get(meta["robot"], 0), dtype=torch.long),
+                "action_mask": torch.arange(self.cfg.action_dim) < dims,
+                "view_mask": None if views is None else torch.from_numpy(views)}
 
     def _views(self, sample: dict) -> tuple[np.ndarray, np.ndarray | None]:
         """(latents, view mask): (T, C, h, w) of one camera, or with data.num_views > 1 (T, V, C, h,
@@ -296,10 +298,9 @@ class ShardSetStream(torch.utils.data.IterableDataset):
                "actions": torch.from_numpy(np.ascontiguousarray(win["actions"])) if has
                else torch.zeros(self.cfg.window.action_horizon, self.cfg.action_dim),
                "has_actions": torch.tensor(has),
-               "action_mask": torch.arange(self.cfg.action_dim) < ep["action_dims"],
-               "embodiment": torch.tensor(ep["embodiment"], dtype=torch.long)}
-        if ep["views"] is not None:
-            out["view_mask"] = torch.from_numpy(ep["views"])
+               "action_mask": ep["action_mask"], "embodiment": ep["embodiment"]}
+        if ep["view_mask"] is not None:
+            out["view_mask"] = ep["view_mask"]
         if "proprio" in win:
             out["proprio"] = torch.from_numpy(np.ascontiguousarray(win["proprio"]))
         return out

@@ -148,7 +148,6 @@ class UVAPolicy:
         z = encode_frames(self.vae, resize_center_crop(frames, self.image_size), precision=self.vae_precision)
         return torch.from_numpy(z).float().unsqueeze(0)
 
-    @torch.no_grad()
     def encode_views(self, frames) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Frames of one camera ((N, H, W, 3) uint8), or a mapping camera -> frames, to the model's
         history: (1, N, C, h, w) for a one-view model, (1, N, V, C, h, w) and the view mask (1, V)
@@ -172,6 +171,7 @@ class UVAPolicy:
         mask = torch.tensor([[c in lats for c in self.cameras]])
         return torch.stack(views, 2), mask
 
+    @torch.no_grad()
     def predict_normalized(self, history: torch.Tensor, generator: torch.Generator | None = None,
                            proprio: torch.Tensor | None = None, view_mask: torch.Tensor | None = None) -> np.ndarray:
         """(1, num_history, C, h, w) latents [, (1, num_history, P) normalized proprioception]
