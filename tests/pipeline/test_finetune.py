@@ -295,7 +295,14 @@ def test_a_mix_of_robots_and_cameras_pretrains_and_fine_tunes_to_a_two_camera_ro
     frames = np.random.default_rng(0).integers(0, 255, size=(2, 8, 8, 3), dtype=np.uint8)
     both = policy.predict({"exterior": frames, "wrist": frames[::-1]}, generator=torch.Generator().manual_seed(1))
     one = policy.predict({"exterior": frames}, generator=torch.Generator().manual_seed(1))
-    assert both.shape == one.shape == (4, 8) and not np.allclose(both, one)
+    assert both.shape == one.shape == (4, 8) and not np.array_equal(both, one)
+    # a missing camera is an absent view: masked out, so whatever sits in its slot is not seen
+    h_one, m_one = policy.encode_views({"exterior": frames})
+    h_both, m_both = policy.encode_views({"exterior": frames, "wrist": frames[::-1]})
+    assert m_one.tolist() == [[True, False]] and m_both.tolist() == [[True, True]]
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    np.testing.assert_array_equal(policy.predict_normalized(h_both, g(), view_mask=m_one),
+                                  policy.predict_normalized(h_one, g(), view_mask=m_one))
     with pytest.raises(ValueError, match="sees 2 cameras"):
         policy.predict(frames)
     with pytest.raises(ValueError, match=r"cameras \['top'\] are not this policy's"):
