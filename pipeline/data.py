@@ -90,6 +90,11 @@ class DataConfig:
     # robot names with an embodiment vector, id = position (set by training from the model; empty:
     # every sample gets id 0 and the model has no embodiment table)
     embodiments: list[str] = field(default_factory=list)
+    # instruction token vectors (set by training from the model): their size (0 = not loaded),
+    # tokens per instruction and the text encoder that must have made them (uva_io.text identity)
+    lang_dim: int = 0
+    lang_tokens: int = 16
+    text_encoder: str | None = None
 
     def validate(self) -> None:
         if self.normalization not in ("mean_std", "q01_q99"):
@@ -216,6 +221,13 @@ class ShardSetStream(torch.utils.data.IterableDataset):
             raise ValueError(f"shard set '{source.path}' holds robot(s) {unknown}, which have no embodiment in "
                              f"this model ({cfg.embodiments}); a fine-tune adds its target robot, a pretraining "
                              f"run takes its list from its data.sources")
+        te = index.get("text_encoder")
+        if cfg.lang_dim and te and (te["dim"] != cfg.lang_dim or te.get("tokens") != cfg.lang_tokens
+                                    or cfg.text_encoder not in (None, te["identity"])):
+            raise ValueError(f"shard set '{source.path}' holds instructions embedded by {te['spec']} ({te['identity']}, "
+                             f"{te.get('tokens')} tokens x {te['dim']}), this model takes {cfg.text_encoder} "
+                             f"({cfg.lang_tokens} x {cfg.lang_dim}): re-encode it with the model's text_encoder "
+                             f"and text_tokens")
         self.stats = stats if stats is not None else read_stats(self.root)
         self.errors = ErrorCounter(f"shard set {source.path}")
         self.worker: tuple[int, int] | None = None  # (worker, workers), set by MixedStream on resume
@@ -263,7 +275,20 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         return {"latents": latents, "actions": actions, "proprio": self._proprio(sample, len(latents)),
                 "embodiment": torch.tensor(self.embodiment_of.get(meta["robot"], 0), dtype=torch.long),
                 "action_mask": torch.arange(self.cfg.action_dim) < dims,
-                "view_mask": None if views is None else torch.from_numpy(views)}
+                "view_mask": None if views is None else torch.from_numpy(views), "lang": self._lang(sample)}
+
+    def _lang(self, sample: dict) -> torch.Tensor | None:
+        """(lang_tokens, lang_dim) token vectors of the episode's instruction; zeros (no instruction)
+        without one."""
+        want = (self.cfg.lang_tokens, self.cfg.lang_dim)
+        if not self.cfg.lang_dim:
+            return None
+        raw = sample.get("lang.npy")
+        if raw is None:
+            return torch.zeros(want)
+        if raw.shape != want:
+            raise ValueError(f"lang of shape {raw.shape}, the model takes {want}")
+        return torch.from_numpy(raw.astype(np.float32))
 
     def _views(self, sample: dict) -> tuple[np.ndarray, np.ndarray | None]:
         """(latents, view mask): (T, C, h, w) of one camera, or with data.num_views > 1 (T, V, C, h,
@@ -301,6 +326,8 @@ class ShardSetStream(torch.utils.data.IterableDataset):
                "action_mask": ep["action_mask"], "embodiment": ep["embodiment"]}
         if ep["view_mask"] is not None:
             out["view_mask"] = ep["view_mask"]
+        if ep["lang"] is not None:
+            out["lang"] = ep["lang"]
         if "proprio" in win:
             out["proprio"] = torch.from_numpy(np.ascontiguousarray(win["proprio"]))
         return out

@@ -7,7 +7,10 @@
                           statistics and normalization, the frame layout (history frames, their
                           spacing in control steps, actions per chunk), VAE identity, sampling steps,
                       proprioception statistics (models that take proprioception), the VAE
-                      precision the latents were encoded in
+                      precision the latents were encoded in, the text encoder of the
+                      instructions (a model that takes language)
+      text_encoder/       a ``transformers:FOLDER`` text encoder's folder, copied (the built-in
+                          hash encoder needs nothing)
 
 Written to a temporary folder and renamed into place: a bundle is whole or absent.
 """
@@ -57,6 +60,14 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
         raise ValueError(f"VAE {vae_path} has identity {identity_of(vae)}, but the training latents were "
                          f"encoded with {vae_identity}: pass the VAE the shards were made with")
     save_vae(vae, tmp / "vae.safetensors")
+    text = dict(model_config.get("text_encoder") or {}) if model_config.get("lang_dim") else {}
+    if text.get("spec", "").startswith("transformers:"):  # the bundle carries the text model
+        folder = Path(text["spec"].partition(":")[2])
+        if not folder.is_dir():
+            raise ValueError(f"export: the model's text encoder folder {folder} is missing (it embedded the "
+                             f"training instructions; the bundle needs a copy)")
+        shutil.copytree(folder, tmp / "text_encoder")
+        text["folder"] = "text_encoder"
     meta = {
         "format": BUNDLE_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -74,6 +85,7 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
         "vae": {"file": "vae.safetensors", "identity": vae_identity, "scale": float(vae.config.scale),
                 "precision": vae_precision},
         "sampling_steps": int(sampling_steps),
+        "text_encoder": text or None,
         "source": source or {},
     }
     (tmp / "policy.json").write_text(json.dumps(meta, indent=1))

@@ -129,6 +129,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
         if note:
             print(f"[finetune] {note}", flush=True)
         overrides = model_overrides(arch)
+        overrides.setdefault("lang_dim", 0)  # the language input is the pretrained model's (an older one had none)
         if "embodiments" in overrides and robot.name not in overrides["embodiments"]:
             overrides["embodiments"] = [*overrides["embodiments"], robot.name]  # a new robot: a new row
         model = ModelSection(size=found if found != "custom" else "uva-tiny", overrides=overrides)

@@ -7,6 +7,9 @@
                                      # in the robot's own units, one row per control step
     chunk = policy.predict(frames, proprio)  # a model that takes proprioception also needs the
                                      # robot state at those frames: (num_history, P), robot units
+    chunk = policy.predict({"exterior": f0, "wrist": f1})  # a model of several views
+    chunk = policy.predict(frames, instruction="put the cup on the plate")  # a model that takes
+                                     # language (no instruction: it acts on the frames alone)
 
 Inference is the decoupled path: one backbone pass with every future token masked, then the
 action head's diffusion sampling; no video is generated. Frames go through the same resize,
@@ -112,6 +115,7 @@ class UVAPolicy:
         if len(self.cameras) != self.config.num_views:
             raise ValueError(f"policy bundle {self.root}: {len(self.cameras)} cameras {self.cameras} for a model of "
                              f"{self.config.num_views} views")
+        self.text_encoder, self._lang_cache = self._load_text_encoder(), {}
         self.generator = rng.generator(0, self.device)
         self.sampler = None
         if self.backend != "none":
@@ -119,6 +123,35 @@ class UVAPolicy:
 
             self.sampler = ActionSampler(self.model, self.sampling_steps, batch_size=1, temperature=self.temperature,
                                          backend=self.backend, embodiment=self.embodiment_id)
+
+    def _load_text_encoder(self):
+        """The encoder that embedded the training instructions (None: the model takes no language)."""
+        from uva_io.text import load_text_encoder
+
+        if not self.config.lang_dim:
+            return None
+        text = self.meta.get("text_encoder") or dict(self.config.text_encoder)
+        if not text.get("spec"):
+            raise ValueError(f"policy bundle {self.root}: the model takes language but names no text encoder")
+        spec = f"transformers:{self.root / text['folder']}" if text.get("folder") else text["spec"]
+        encoder = load_text_encoder(spec, self.config.lang_tokens)
+        if encoder.identity != text["identity"] or encoder.dim != self.config.lang_dim:
+            raise ValueError(f"policy bundle {self.root}: text encoder {spec} is {encoder.identity} "
+                             f"({encoder.dim}-d), the model was trained on {text['identity']} ({self.config.lang_dim}-d)")
+        return encoder
+
+    def embed_instruction(self, instruction: str | None) -> torch.Tensor | None:
+        """(1, lang_tokens, lang_dim) token vectors of an instruction (zeros for none); None for a
+        model without language."""
+        if self.text_encoder is None:
+            if instruction:
+                raise ValueError("this policy was trained without language: it takes no instruction")
+            return None
+        if not instruction:
+            return torch.zeros(1, self.config.lang_tokens, self.config.lang_dim)
+        if instruction not in self._lang_cache:
+            self._lang_cache[instruction] = torch.from_numpy(self.text_encoder.encode([instruction]))
+        return self._lang_cache[instruction]
 
     # -- runner interface ----------------------------------------------------------------
     @property
@@ -134,7 +167,7 @@ class UVAPolicy:
         if self.proprio_dim:
             state = obs["proprio"] if "proprio" in obs else obs["agent_pos"]
             proprio = np.asarray(state, dtype=np.float32)[:: self.frame_stride][-self.num_history:]
-        return self.predict(frames, proprio).astype(np.float32)
+        return self.predict(frames, proprio, instruction=obs.get("instruction")).astype(np.float32)
 
     # -- API -----------------------------------------------------------------------------
     def encode(self, frames: np.ndarray) -> torch.Tensor:
@@ -173,20 +206,22 @@ class UVAPolicy:
 
     @torch.no_grad()
     def predict_normalized(self, history: torch.Tensor, generator: torch.Generator | None = None,
-                           proprio: torch.Tensor | None = None, view_mask: torch.Tensor | None = None) -> np.ndarray:
+                           proprio: torch.Tensor | None = None, view_mask: torch.Tensor | None = None,
+                           lang: torch.Tensor | None = None) -> np.ndarray:
         """(1, num_history, C, h, w) latents [, (1, num_history, P) normalized proprioception]
-        -> (action_horizon, action_dim) model-unit actions. ``generator`` must be on the policy's
+        [, (1, lang_tokens, lang_dim) instruction tokens] -> (action_horizon, action_dim) model-unit actions. ``generator`` must be on the policy's
         device (``uva.rng.generator(seed, policy.device)``)."""
         g = generator if generator is not None else self.generator
         history = history.to(self.device)
         proprio = None if proprio is None else proprio.to(self.device)
         view_mask = None if view_mask is None else view_mask.to(self.device)
+        lang = None if lang is None else lang.to(self.device)
         if self.sampler is not None:
-            out = self.sampler(history, proprio, generator=g, view_mask=view_mask)
+            out = self.sampler(history, proprio, generator=g, view_mask=view_mask, lang=lang)
         else:
             out = self.model.predict_action(history, num_steps=self.sampling_steps, generator=g, proprio=proprio,
                                             temperature=self.temperature, embodiment=self.embodiment,
-                                            view_mask=view_mask)
+                                            view_mask=view_mask, lang=lang)
         return out[0].float().cpu().numpy()
 
     def normalize_proprio(self, proprio: np.ndarray) -> torch.Tensor:
@@ -201,11 +236,12 @@ class UVAPolicy:
         return torch.from_numpy(norm.astype(np.float32)).unsqueeze(0)
 
     def predict(self, frames, proprio: np.ndarray | None = None,
-                generator: torch.Generator | None = None) -> np.ndarray:
+                generator: torch.Generator | None = None, instruction: str | None = None) -> np.ndarray:
         """(num_history, H, W, 3) uint8 frames, oldest first, or a mapping camera -> such frames
         (a model of several views; cameras as in the robot's registry entry, a missing one is an
         absent view) [, (num_history, P) robot states at those frames, for a model that takes
-        proprioception] -> (K, action_dim) robot-unit actions."""
+        proprioception] [, the instruction, for a model that takes language] -> (K, action_dim)
+        robot-unit actions."""
         from pipeline.robots import unnormalize_actions
 
         def last(x: np.ndarray) -> np.ndarray:  # the start of an episode: repeat the first frame
@@ -225,7 +261,7 @@ class UVAPolicy:
                 proprio = np.concatenate([np.repeat(proprio[:1], self.num_history - len(proprio), 0), proprio])
             state = self.normalize_proprio(proprio[-self.num_history:])
         history, view_mask = self.encode_views(frames)
-        norm = self.predict_normalized(history, generator, state, view_mask)
+        norm = self.predict_normalized(history, generator, state, view_mask, self.embed_instruction(instruction))
         actions = unnormalize_actions(norm[:, : self.robot.action_dim], self.stats, self.normalization, self.norm_mask)
         return np.repeat(actions, self.action_step, axis=0)  # one row per control step
 

@@ -38,34 +38,66 @@ from uva.modes import mode_weights_tensor
 from uva_io.config import load_config, to_dict
 
 
-def resolve_embodiments(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with its embodiment list fixed in both the model and the data sections, in this
-    order of precedence: ``model.overrides.embodiments`` as given; the run's own latest checkpoint
-    (a resume keeps its table, an older run without one stays without); the robots of the
-    ``init_from`` model first, then any new robot of the sources; else the sorted robot names of
-    data.sources and eval_sources (human video included: an action-free embodiment)."""
+def resolve_conditioning(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with what the model is conditioned on fixed in both the model and the data
+    sections: the embodiment list and the language input (size and text encoder).
+
+    Embodiments, in this order of precedence: ``model.overrides.embodiments`` as given; the run's
+    own latest checkpoint (a resume keeps its table, an older run without one stays without); the
+    robots of the ``init_from`` model first, then any new robot of the sources; else the sorted
+    robot names of data.sources and eval_sources (human video included: an action-free
+    embodiment). Language: ``model.overrides.lang_dim`` as given; the run's own checkpoint; the
+    ``init_from`` model's encoder; else the encoder of the sources that hold instructions (none:
+    no language input). Sources embedded by two different encoders are an error naming them."""
     import json
 
     from pipeline.components.checkpoint import resolve_weights
     from uva_io.shardset import load_index
 
-    given = cfg.model.overrides.get("embodiments")
+    ckpts = RunCheckpoints(Path(cfg.run_dir) / "checkpoints")
+    step = ckpts.latest_step()
+    arch_file = ckpts.step_dir(step) / "model_config.json" if step is not None else None
+    own = json.loads(arch_file.read_text()) if arch_file is not None and arch_file.is_file() else None
+    init = resolve_weights(cfg.init_from, cfg.init_weights, "init_from")[1] or {} if cfg.init_from else {}
+    sources = [*cfg.data.sources, *cfg.eval_sources]
+    indexes = {src.path: load_index(src.path) for src in sources} if own is None else {}
+    overrides = dict(cfg.model.overrides)
+
+    given = overrides.get("embodiments")
+    if given is None and own is not None:
+        given = own.get("embodiments", [])
     if given is None:
-        ckpts = RunCheckpoints(Path(cfg.run_dir) / "checkpoints")
-        step = ckpts.latest_step()
-        arch_file = ckpts.step_dir(step) / "model_config.json" if step is not None else None
-        if arch_file is not None and arch_file.is_file():
-            given = json.loads(arch_file.read_text()).get("embodiments", [])
-    if given is None:
-        names = sorted({r for src in [*cfg.data.sources, *cfg.eval_sources] for r in load_index(src.path).get("robots", [])})
-        base = []
-        if cfg.init_from:
-            _, arch = resolve_weights(cfg.init_from, cfg.init_weights, "init_from")
-            base = list((arch or {}).get("embodiments", []))
+        names = sorted({r for index in indexes.values() for r in index.get("robots", [])})
+        base = list(init.get("embodiments", []))
         given = base + [n for n in names if n not in base]
-    given = list(given)
-    return replace(cfg, model=replace(cfg.model, overrides={**cfg.model.overrides, "embodiments": given}),
-                   data=replace(cfg.data, embodiments=given))
+    overrides["embodiments"] = list(given)
+
+    if "lang_dim" not in overrides:
+        if own is not None:
+            text = own.get("text_encoder") or {} if own.get("lang_dim") else {}
+        else:
+            found = {}
+            for path, index in indexes.items():
+                if index.get("text_encoder"):
+                    found.setdefault(index["text_encoder"]["identity"], (path, index["text_encoder"]))
+            if len(found) > 1:
+                sets = "; ".join(f"{p} by {te['spec']} ({ident})" for ident, (p, te) in found.items())
+                raise ValueError(f"data sources hold instructions embedded by different text encoders: {sets}; "
+                                 f"re-encode them with one text_encoder")
+            text = next(iter(found.values()))[1] if found else {}
+            base = init.get("text_encoder") or {} if init.get("lang_dim") else {}
+            if base and text and base["identity"] != text["identity"]:
+                raise ValueError(f"init_from model takes instructions embedded by {base['spec']} ({base['identity']}), "
+                                 f"the data's are by {text['spec']} ({text['identity']}): re-encode the data with "
+                                 f"text_encoder={base['spec']}")
+            text = base or text
+        overrides["lang_dim"], overrides["text_encoder"] = int(text.get("dim", 0)), dict(text)
+        if text:
+            overrides["lang_tokens"] = int(text.get("tokens", 16))
+    text = overrides.get("text_encoder") or {}
+    return replace(cfg, model=replace(cfg.model, overrides=overrides),
+                   data=replace(cfg.data, embodiments=list(given), lang_dim=int(overrides["lang_dim"]),
+                                lang_tokens=int(overrides.get("lang_tokens", 16)), text_encoder=text.get("identity")))
 
 
 def build_model(cfg: TrainConfig, rank: int, load=load_weights) -> tuple[UVA, UVAConfig]:
@@ -118,7 +150,7 @@ def train(cfg: TrainConfig, load=load_weights) -> dict:
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    cfg = resolve_embodiments(cfg)
+    cfg = resolve_conditioning(cfg)
     model, mcfg = build_model(cfg, rank, load)
     engine, sched = build_engine(model, cfg, world, bf16)
     ema = EMA(engine.module, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None

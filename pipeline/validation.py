@@ -30,7 +30,7 @@ def evaluate(model: UVA, batch: dict, num_steps: int, num_iters: int, generator:
     for i, name in enumerate(MODE_NAMES):
         out = model(**batch, mode_weights=weights, modes=torch.full((b,), i), generator=generator)
         metrics[f"val/loss/{name}"] = float(out["per_sample"].float().mean())
-    cond = {"proprio": batch.get("proprio"), "embodiment": batch.get("embodiment"), "view_mask": batch.get("view_mask")}
+    cond = {k: batch.get(k) for k in ("proprio", "embodiment", "view_mask", "lang")}
     pred_actions = model.predict_action(batch["history"], num_steps=num_steps, generator=generator, **cond)
     has = batch["has_actions"].bool()
     if has.any():

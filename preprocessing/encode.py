@@ -44,6 +44,8 @@ class EncodeConfig:
     vae_precision: str = "auto"  # fp32, bf16, or auto (bf16 when the VAE actors have GPUs); kept in index.json
     chunk_frames: int = 512  # frames (per camera) decoded and held at once; longer episodes stream through the actor
     clip_seconds: float | None = None  # cut action-free videos into clips of this length (null: whole videos)
+    text_encoder: str = "hash"  # instructions -> lang.npy: hash[:DIM] (built in) or transformers:FOLDER (uva_io.text)
+    text_tokens: int = 16  # tokens kept per instruction (padded / truncated)
 
     # settings that change what is written; a resumed run must agree on these
     OUTPUT_KEYS = ("fps", "resolution", "episodes_per_shard", "shard_prefix", "min_frames", "clip_seconds")
@@ -195,8 +197,9 @@ class FrameEncoder:
             return {"episode_id": ep.episode_id, "error": str(err)}
 
 
-def pack_sample(ep: Episode, encoded: dict, cfg: EncodeConfig, vae_identity: str) -> tuple[dict, dict]:
-    """Tar members of one episode, and its index record."""
+def pack_sample(ep: Episode, encoded: dict, cfg: EncodeConfig, vae_identity: str,
+                lang: np.ndarray | None = None) -> tuple[dict, dict]:
+    """Tar members of one episode, and its index record; ``lang`` is its instruction's embedding."""
     latents = encoded["latents"]
     first = next(iter(latents.values()))
     num_frames = int(first.shape[0])
@@ -214,5 +217,7 @@ def pack_sample(ep: Episode, encoded: dict, cfg: EncodeConfig, vae_identity: str
         sample[f"latents.{cam}.npy"] = npy_bytes(z)
     for name, arr in encoded["arrays"].items():
         sample[f"{name}.npy"] = npy_bytes(arr.astype(np.float32))
+    if lang is not None:
+        sample["lang.npy"] = npy_bytes(np.asarray(lang, np.float32))
     record = {k: meta[k] for k in ("robot", "num_frames", "has_actions", "cameras")}
     return sample, record

@@ -25,6 +25,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from preprocessing.encode import EncodeConfig, FrameEncoder, decode_episode, pack_sample
 from preprocessing.sources import (
     Episode,
@@ -139,7 +141,7 @@ def check_run_identity(out: str, identity: dict) -> None:
     path = storage.join(out, "run.json")
     if storage.exists(path):
         previous = json.loads(storage.read_text(path))
-        for key in ("config", "vae", "episodes_sha"):
+        for key in ("config", "vae", "episodes_sha", "text_encoder"):
             if previous.get(key) != identity.get(key):
                 raise ValueError(
                     f"{out} holds shards from a run with a different {key}; use a new --output "
@@ -162,8 +164,9 @@ def run(args: argparse.Namespace) -> int:
     out = args.output.rstrip("/") if storage.is_remote(args.output) else str(Path(args.output))
     storage.makedirs(out)
     ep_sha = hashlib.sha256(json.dumps([e.to_json() for e in episodes]).encode()).hexdigest()[:16]
+    lang, text_encoder = embed_instructions(episodes, cfg.text_encoder, cfg.text_tokens)
     identity = {"config": {k: getattr(cfg, k) for k in cfg.OUTPUT_KEYS}, "vae": vae_id, "vae_config": to_dict(vae.config),
-                "episodes_sha": ep_sha}
+                "episodes_sha": ep_sha, "text_encoder": text_encoder}
     check_run_identity(out, identity)
 
     k = cfg.episodes_per_shard
@@ -226,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
                 if progress:
                     progress.update(1)
             if len(results[s]) == len(shards[s]):
-                frames_done += write_complete_shard(out, cfg, s, shards[s], results.pop(s), vae_id, precision)
+                frames_done += write_complete_shard(out, cfg, s, shards[s], results.pop(s), vae_id, precision, lang)
         if progress:
             progress.close()
     return finalize(out, cfg, shards, errors, vae_id, identity, frames_done, time.time() - started, args.strict)
@@ -240,8 +243,24 @@ def written_precision(out: str, done: list[int], cfg: EncodeConfig) -> str | Non
     return json.loads(storage.read_text(sidecar)).get("vae_precision", "fp32")
 
 
+def embed_instructions(episodes: list[Episode], spec: str, max_tokens: int) -> tuple[dict[str, np.ndarray], dict | None]:
+    """Each distinct instruction embedded once by the text encoder of ``spec`` -> ({instruction:
+    (max_tokens, dim) token vectors}, the encoder's record for index.json); no instructions:
+    ({}, None), nothing loaded."""
+    from uva_io.text import describe, load_text_encoder
+
+    texts = sorted({ep.instruction for ep in episodes if ep.instruction})
+    if not texts:
+        return {}, None
+    encoder = load_text_encoder(spec, max_tokens)
+    vectors = encoder.encode(texts)
+    print(f"[encode] {len(texts)} distinct instruction(s) embedded by {encoder.spec} ({encoder.max_tokens} tokens x "
+          f"{encoder.dim})", flush=True)
+    return dict(zip(texts, vectors)), describe(encoder)
+
+
 def write_complete_shard(out: str, cfg: EncodeConfig, idx: int, eps: list[Episode],
-                         results: dict[int, dict], vae_id: str, precision: str) -> int:
+                         results: dict[int, dict], vae_id: str, precision: str, lang: dict | None = None) -> int:
     samples, records, skipped, frames = [], {}, [], 0
     for j, ep in enumerate(eps):
         res = results[j]
@@ -249,7 +268,7 @@ def write_complete_shard(out: str, cfg: EncodeConfig, idx: int, eps: list[Episod
             skipped.append({"input": ep.source, "episode_id": ep.episode_id, "reason": res["error"]})
             log.warning("skipped %s: %s", ep.episode_id, res["error"])
             continue
-        sample, record = pack_sample(ep, res, cfg, vae_id)
+        sample, record = pack_sample(ep, res, cfg, vae_id, (lang or {}).get(ep.instruction or ""))
         samples.append(sample)
         records[ep.episode_id] = record
         frames += record["num_frames"]
@@ -283,7 +302,8 @@ def finalize(out: str, cfg: EncodeConfig, shards: list, errors: list[dict], vae_
              "vae_precision": precisions.pop() if precisions else "fp32",
              "config": to_dict(cfg), "shard_prefix": cfg.shard_prefix, "shards": index_shards,
              "episodes": episodes, "num_episodes": len(episodes), "num_frames": total_frames,
-             "num_skipped": len(skipped), "robots": sorted({r["robot"] for r in episodes.values()})}
+             "num_skipped": len(skipped), "robots": sorted({r["robot"] for r in episodes.values()}),
+             "text_encoder": identity.get("text_encoder")}
     # the index last: a reader that sees it sees the statistics and error log of the same run
     storage.write_bytes(storage.join(out, "stats.json"), json.dumps(stats, indent=1))
     storage.write_bytes(storage.join(out, "errors.jsonl"), "".join(json.dumps(e) + "\n" for e in skipped))

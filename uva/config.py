@@ -22,7 +22,10 @@ class UVAConfig:
     action_dim: int = 2  # action dimension of the robot
     action_horizon: int = 16  # actions per sample; a multiple of num_future
     proprio_dim: int = 0  # proprioception per history frame, added to the buffer tokens (0 = none)
-    lang_dim: int = 0  # language embedding size (0 = none)
+    lang_dim: int = 0  # size of an instruction's token vectors (0 = no language input)
+    lang_tokens: int = 16  # instruction tokens, each a prefix token of the sequence
+    lang_dropout: float = 0.1  # training: share of samples whose instruction is hidden (runs without one too)
+    text_encoder: dict = field(default_factory=dict)  # {spec, identity, dim} of what made the embeddings
     embodiments: list[str] = field(default_factory=list)  # robot names with a learned embodiment
     # vector each (added to the buffer tokens); id = position in the list; empty = none
     # backbone
@@ -89,6 +92,10 @@ class UVAConfig:
             raise ValueError(f"model.mask_ratio_min={self.mask_ratio_min} must be in (0, 1]")
         if min(self.proprio_dim, self.lang_dim, self.num_buffer_tokens, self.action_readout_dim) < 0:
             raise ValueError("model.proprio_dim, lang_dim, num_buffer_tokens and action_readout_dim must be >= 0")
+        if self.lang_dim and self.lang_tokens < 1:
+            raise ValueError(f"model.lang_tokens must be >= 1 with language, got {self.lang_tokens}")
+        if not 0.0 <= self.lang_dropout <= 1.0:
+            raise ValueError(f"model.lang_dropout must be in [0, 1], got {self.lang_dropout}")
         if len(set(self.embodiments)) != len(self.embodiments):
             raise ValueError(f"model.embodiments must be unique names, got {self.embodiments}")
         if self.embodiments and not self.num_buffer_tokens:

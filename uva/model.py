@@ -12,6 +12,10 @@ N = (S/p)^2 tokens per view, L = Tf * V * N, Dt = C p^2 token dim, H action hori
     action_mask (B, A)          True where a dimension is the robot's own (the rest is padding
                                 of a narrower robot: no input, no loss)
     embodiment (B,)             index into cfg.embodiments (the robot of each sample)
+    lang     (B, K, lang_dim)   token vectors of each sample's instruction (uva_io.text; K =
+                                lang_tokens, zero rows = padding, all zero = no instruction). They
+                                become prefix tokens; training hides the instruction for
+                                lang_dropout of the samples, so the model also acts without one
 
 Training: ``forward`` draws a masked-training mode per sample and returns the loss and its
 parts. Inference: ``predict_action`` (one backbone pass, action head only: the policy never
@@ -56,17 +60,18 @@ class JointEmbed(nn.Module):
         self.buffer = nn.Parameter(torch.zeros(1, cfg.num_buffer_tokens, w))
         self.proprio = nn.Linear(cfg.num_history * cfg.proprio_dim, w) if cfg.proprio_dim else None
         self.lang = nn.Linear(cfg.lang_dim, w) if cfg.lang_dim else None
+        self.lang_pos = nn.Parameter(torch.zeros(1, cfg.lang_tokens, w)) if cfg.lang_dim else None
         self.embodiment = nn.Embedding(len(cfg.embodiments), w) if cfg.embodiments else None
         if self.embodiment is not None:
             nn.init.normal_(self.embodiment.weight, std=0.02)
         for p in (self.mask_token, self.action_mask, self.time_pos, self.space_pos, self.buffer,
-                  self.view_pos, self.absent):
+                  self.view_pos, self.absent, self.lang_pos):
             if p is not None:
                 nn.init.normal_(p, std=0.02)
 
     @property
     def num_prefix(self) -> int:
-        return self.cfg.num_buffer_tokens + (self.lang is not None)
+        return self.cfg.num_buffer_tokens + (self.cfg.lang_tokens if self.lang is not None else 0)
 
     def forward(self, hist: torch.Tensor, fut: torch.Tensor, future_mask: torch.Tensor,
                 actions: torch.Tensor | None, actions_visible: torch.Tensor,
@@ -107,8 +112,10 @@ class JointEmbed(nn.Module):
         prefix = [buffer]
         if self.lang is not None:
             if lang is None:
-                lang = hist.new_zeros(b, cfg.lang_dim)
-            prefix.append(self.lang(lang.view(b, 1, -1).to(x.dtype)))
+                lang = hist.new_zeros(b, cfg.lang_tokens, cfg.lang_dim)
+            if tuple(lang.shape) != (b, cfg.lang_tokens, cfg.lang_dim):
+                raise ValueError(f"lang must be ({b}, {cfg.lang_tokens}, {cfg.lang_dim}), got {tuple(lang.shape)}")
+            prefix.append(self.lang(lang.to(x.dtype)) + self.lang_pos)
         return torch.cat([p.to(x.dtype) for p in prefix] + [x], 1)
 
 
@@ -157,6 +164,10 @@ class UVA(nn.Module):
         self.backbone = EncoderDecoder(num_tokens, cfg.width, cfg.decoder_width, cfg.encoder_depth,
                                        cfg.decoder_depth, cfg.num_heads, cfg.mlp_ratio)
         self.readout = Readout(cfg, self.embed.num_prefix)
+        # the instruction also reaches the action condition directly: through the prefix tokens
+        # alone a small model learns which instruction asks for what very slowly (a one-word
+        # difference is diluted by attention and the prefix mean)
+        self.lang_skip = nn.Linear(cfg.lang_tokens * cfg.lang_dim, cfg.decoder_width) if cfg.lang_dim else None
         self.video_head = DiffusionMLP(cfg.token_dim, cfg.decoder_width, cfg.head_width, cfg.head_depth)
         self.action_head = DiffusionMLP(cfg.action_horizon * cfg.action_dim, cfg.decoder_width,
                                         cfg.action_head_width, cfg.action_head_depth)
@@ -222,7 +233,10 @@ class UVA(nn.Module):
             actions = actions.to(dtype)
         x = self.embed(hist, fut, future_mask, actions, actions_visible, proprio, lang, embodiment, action_mask,
                        view_mask)
-        return self.readout(self.backbone(x))
+        video_cond, action_cond = self.readout(self.backbone(x))
+        if self.lang_skip is not None and lang is not None:
+            action_cond = action_cond + self.lang_skip(lang.flatten(1).to(dtype))
+        return video_cond, action_cond
 
     # --- training --------------------------------------------------------------------------
     def _diffusion_rows(self, head: nn.Module, x0: torch.Tensor, cond: torch.Tensor,
@@ -254,6 +268,10 @@ class UVA(nn.Module):
                             cfg.mask_ratio_std, generator=generator)
         action_w = masks["action_loss"] * has_actions.float()
         visible = masks["actions_visible"] & has_actions.bool()
+        if lang is not None and cfg.lang_dim and cfg.lang_dropout > 0 and self.training:
+            # instruction dropout: some samples see "no instruction" (zeros), as a policy run without one
+            keep = torch.rand(b, generator=generator, device=device) >= cfg.lang_dropout
+            lang = lang * keep[:, None, None].to(lang.dtype)
         video_cond, action_cond = self.features(history, future, masks["future_mask"], actions, visible, proprio, lang,
                                                 embodiment, action_mask, view_mask)
 

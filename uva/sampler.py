@@ -52,6 +52,7 @@ class ActionSampler:
                                    device=dev)
         self.view_mask = torch.ones(b, cfg.num_views, dtype=torch.bool, device=dev) if views else None
         self.proprio = torch.zeros(b, cfg.num_history, cfg.proprio_dim, device=dev) if self.with_proprio else None
+        self.lang = torch.zeros(b, cfg.lang_tokens, cfg.lang_dim, device=dev) if cfg.lang_dim else None  # zeros: none
         # the robot this sampler acts for (fixed: one policy drives one robot)
         self.embodiment = (torch.full((b,), int(embodiment), dtype=torch.long, device=dev)
                            if embodiment is not None and cfg.embodiments else None)
@@ -66,7 +67,7 @@ class ActionSampler:
 
     @torch.no_grad()
     def _run(self) -> torch.Tensor:
-        return self.model.predict_action(self.history, num_steps=self.num_steps, proprio=self.proprio,
+        return self.model.predict_action(self.history, num_steps=self.num_steps, proprio=self.proprio, lang=self.lang,
                                          temperature=self.temperature, noise=self.noise,
                                          embodiment=self.embodiment, view_mask=self.view_mask)
 
@@ -91,8 +92,10 @@ class ActionSampler:
 
     @torch.no_grad()
     def __call__(self, history: torch.Tensor, proprio: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None, view_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, Th, C, S, S) latents [, (B, Th, P) normalized proprioception] -> (B, H, A) float32."""
+                 generator: torch.Generator | None = None, view_mask: torch.Tensor | None = None,
+                 lang: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, Th, C, S, S) latents [, (B, Th, P) normalized proprioception] [, (B, K, lang_dim)
+        instruction tokens; none: no instruction] -> (B, H, A) float32."""
         if tuple(history.shape) != tuple(self.history.shape):
             raise ValueError(f"history must be {tuple(self.history.shape)} (this sampler's batch size), "
                              f"got {tuple(history.shape)}")
@@ -103,6 +106,8 @@ class ActionSampler:
             if proprio is None:
                 raise ValueError("this sampler was built with proprioception: pass proprio")
             self.proprio.copy_(proprio)
+        if self.lang is not None:
+            self.lang.copy_(lang if lang is not None else torch.zeros_like(self.lang))
         self.noise.copy_(rng.randn(self.noise.shape, generator, self.device))
         if self.graph is not None:
             self.graph.replay()
