@@ -1,6 +1,7 @@
 """Latent-shard loading: windows, normalization, VAE check, mixing, starving, corrupt samples."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,15 @@ from uva_io.shardset import INDEX_FORMAT, compute_action_stats, iter_tar_samples
 
 def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: bool, vae: str = "vae0",
              per_shard: int = 2, corrupt: bool = False, action_dim: int = 2, latent=(4, 2, 2),
-             config: dict | None = None, proprio_dim: int = 0, cameras: tuple[str, ...] = ("main",)) -> Path:
+             config: dict | None = None, proprio_dim: int = 0, cameras: tuple[str, ...] = ("main",),
+             instructions: list[str] | None = None, text_encoder: str = "hash:32", text_tokens: int = 4) -> Path:
+    """A shard set of synthetic latents; ``instructions`` (one per episode, "" = none) are stored
+    as the tokens of ``text_encoder``, as the encode job does."""
+    from uva_io.text import describe, load_text_encoder
+
     root.mkdir(parents=True)
     shards = []
+    encoder = load_text_encoder(text_encoder, text_tokens) if instructions else None
     for s in range(0, episodes, per_shard):
         samples = []
         for e in range(s, min(s + per_shard, episodes)):
@@ -39,6 +46,8 @@ def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: b
             if proprio_dim:  # state k of frame t: 10 * e + t + k
                 state = 10 * e + np.arange(frames)[:, None] + np.arange(proprio_dim)[None]
                 sample["proprio.npy"] = npy_bytes(state.astype(np.float32))
+            if encoder is not None and instructions[e]:
+                sample["lang.npy"] = npy_bytes(encoder.encode([instructions[e]])[0])
             if corrupt and e == 0:
                 del sample["meta.json"]
             samples.append(sample)
@@ -46,7 +55,8 @@ def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: b
         shards.append({"name": f"latents-{s // per_shard:06d}.tar", "num_episodes": len(samples), "num_frames": 0})
     where = {f"{robot}{e}": {"shard": f"latents-{e // per_shard:06d}.tar"} for e in range(episodes)}
     (root / "index.json").write_text(json.dumps({"format": INDEX_FORMAT, "vae": vae, "shards": shards,
-                                                 "episodes": where, "config": config or {}, "robots": [robot]}))
+                                                 "episodes": where, "config": config or {}, "robots": [robot],
+                                                 "text_encoder": describe(encoder) if encoder else None}))
     stats = compute_action_stats(sorted(root.glob("*.tar"))) if with_actions and not corrupt else \
         ({robot: {"mean": [0, 0], "std": [1, 1]}} if with_actions else {})
     (root / "stats.json").write_text(json.dumps(stats))
@@ -126,6 +136,32 @@ def test_embodiments_action_masks_and_views_of_a_mixed_batch(tmp_path):
     with pytest.raises(ValueError, match=r"robot\(s\) \['human'\], which have no embodiment"):
         MixedStream(DataConfig(sources=cfg.sources, window=cfg.window, action_dim=3, num_views=2,
                                embodiments=["arm", "franka"]))
+
+
+def test_instruction_tokens_ride_with_each_window_and_a_foreign_encoder_is_refused(tmp_path):
+    """Every window carries its episode's instruction tokens (zeros without one, human video
+    included); a set embedded by another text encoder is named, not silently mixed."""
+    from uva_io.text import load_text_encoder
+
+    make_set(tmp_path / "franka", "franka", 2, 20, True, instructions=["open the drawer", ""])
+    make_set(tmp_path / "human", "human", 1, 20, False)
+    make_set(tmp_path / "other", "franka", 1, 20, True, instructions=["open"], text_encoder="hash:16")
+    cfg = DataConfig(sources=[SourceConfig(str(tmp_path / "franka")), SourceConfig(str(tmp_path / "human"))],
+                     window=WindowConfig(2, 2, 2, 4), shuffle_buffer=8, num_workers=0, lang_dim=32, lang_tokens=4,
+                     text_encoder="hash-v2-32", embodiments=["franka", "human"])
+    want = torch.from_numpy(load_text_encoder("hash:32", 4).encode(["open the drawer"])[0])
+    langs = {}
+    it = iter(MixedStream(cfg))
+    for _ in range(60):
+        w = next(it)
+        key = (int(w["embodiment"]), bool(w["lang"].any()))
+        langs.setdefault(key, w["lang"])
+    assert set(langs) == {(0, True), (0, False), (1, False)}
+    torch.testing.assert_close(langs[(0, True)], want)
+    batch = next(iter(make_loader(cfg, 4)))
+    assert batch["lang"].shape == (4, 4, 32)
+    with pytest.raises(ValueError, match=r"embedded by hash:16 .* re-encode it"):
+        MixedStream(replace(cfg, sources=[SourceConfig(str(tmp_path / "other"))]))
 
 
 def test_proprio_at_history_frames_normalized_and_zero_without(tmp_path):

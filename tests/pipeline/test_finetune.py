@@ -274,7 +274,7 @@ def test_a_mix_of_robots_and_cameras_pretrains_and_fine_tunes_to_a_two_camera_ro
     root = world["root"]
     ident = vae_identity(load_vae(world["vae"]))
     make_set(tmp_path / "franka2", "franka", 4, 24, True, vae=ident, action_dim=8, config={"vae": str(world["vae"])},
-             cameras=("exterior", "wrist"))
+             cameras=("exterior", "wrist"), instructions=["open the drawer", "close the drawer", "", "open the drawer"])
     run = tmp_path / "pre"
     sets = ["model.size=uva-tiny", "model.overrides={latent_channels: 4, latent_size: 2, width: 32, decoder_width: 32}",
             f"data.sources=[{{path: {root / 'pre' / 'robot'}, weight: 1}}, {{path: {tmp_path / 'franka2'}, weight: 1, "
@@ -284,6 +284,8 @@ def test_a_mix_of_robots_and_cameras_pretrains_and_fine_tunes_to_a_two_camera_ro
     run_train(sets, 1, tmp_path / "losses")
     arch = json.loads((run / "checkpoints" / "step_3" / "model_config.json").read_text())
     assert arch["embodiments"] == ["arm", "franka", "human"] and arch["num_views"] == 2
+    # the franka set's instructions: the model takes their tokens (4 x 32, the set's encoder)
+    assert (arch["lang_dim"], arch["lang_tokens"], arch["text_encoder"]["identity"]) == (32, 4, "hash-v2-32")
     ft = tmp_path / "ft"
     proc = finetune(["--robot", "franka", "--pretrained", str(run / "checkpoints"), "--data", str(tmp_path / "franka2"),
                      *recipe(ft, "[{name: all, steps: 2, lr: 1.0e-3}]"), "--set", "use_proprio=false"])
@@ -301,6 +303,12 @@ def test_a_mix_of_robots_and_cameras_pretrains_and_fine_tunes_to_a_two_camera_ro
     h_both, m_both = policy.encode_views({"exterior": frames, "wrist": frames[::-1]})
     assert m_one.tolist() == [[True, False]] and m_both.tolist() == [[True, True]]
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    lang = {t: policy.predict({"exterior": frames}, generator=torch.Generator().manual_seed(1), instruction=t)
+            for t in ("open the drawer", "close the drawer")}
+    np.testing.assert_array_equal(lang["open the drawer"], policy.predict(
+        {"exterior": frames}, generator=torch.Generator().manual_seed(1), instruction="open the drawer"))
+    assert not np.array_equal(lang["open the drawer"], lang["close the drawer"])
+    assert not np.array_equal(lang["open the drawer"], one)  # `one`: no instruction
     np.testing.assert_array_equal(policy.predict_normalized(h_both, g(), view_mask=m_one),
                                   policy.predict_normalized(h_one, g(), view_mask=m_one))
     with pytest.raises(ValueError, match="sees 2 cameras"):

@@ -134,6 +134,10 @@ def test_encode_manifest_with_bad_inputs(dataset, vae_path, ray_head, tmp_path):
     assert s["actions.npy"].dtype == np.float32 and s["actions.npy"].shape == (13, 3)
     assert set(k for k in samples["twocam"] if k.startswith("latents")) == {"latents.front.npy", "latents.wrist.npy"}
     assert "actions.npy" not in samples["human0"] and samples["human0"]["meta.json"]["has_actions"] is False
+    # the one instruction ("pick"): its tokens by the built-in encoder, once; the others have none
+    assert samples["twocam"]["lang.npy"].shape == (16, 256) and "lang.npy" not in samples["good1"]
+    assert index["text_encoder"] == {"spec": "hash:256", "identity": "hash-v2-256", "dim": 256, "tokens": 16}
+    assert "1 distinct instruction(s) embedded by hash:256" in proc.stdout
     errors = {e.get("episode_id", "line"): e["reason"] for e in map(json.loads, (out / "errors.jsonl").read_text().splitlines())}
     assert "empty" in errors["bad_empty"] and "does not exist" in errors["bad_missing"]
     assert "unreadable" in errors["bad_trunc"] and "unreadable" in errors["bad_garbage"]
