@@ -66,7 +66,10 @@ class EncodeConfig:
 
 
 def _readers(ep: Episode, cfg: EncodeConfig, streaming: bool = False) -> dict[str, ClipReader]:
-    return {cam: ClipReader(path, cfg.fps, cfg.resolution, *ep.segments.get(cam, (0.0, None)),
+    from preprocessing.arrays import ArrayClipReader, is_array_ref
+
+    return {cam: ArrayClipReader(path, ep.fps, cfg.fps, cfg.resolution, cfg.chunk_frames) if is_array_ref(path)
+            else ClipReader(path, cfg.fps, cfg.resolution, *ep.segments.get(cam, (0.0, None)),
                             chunk_frames=cfg.chunk_frames, streaming=streaming)
             for cam, path in ep.videos.items()}
 

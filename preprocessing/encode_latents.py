@@ -3,6 +3,8 @@
     uva-encode --manifest demos/manifest.jsonl \
         --video-folder human_videos/ --output data/latents [--config configs/preprocess/default.yaml] \
         [--set episodes_per_shard=16] [--ray-address HOST:6379] [--strict]
+    uva-encode --zarr data/pusht_cchi_v7_replay.zarr --source-fps 10 --robot pusht --output ...
+    uva-encode --hdf5 libero_10/KITCHEN_SCENE3_turn_on_the_stove_demo.hdf5 --source-fps 20 --robot franka ...
 
 (``python preprocessing/encode_latents.py ...`` runs the same job from a checkout with the
 project installed.)
@@ -27,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from preprocessing.arrays import is_array_ref, read_hdf5, read_zarr_replay
 from preprocessing.encode import EncodeConfig, FrameEncoder, decode_episode, pack_sample
 from preprocessing.sources import (
     Episode,
     read_lerobot,
     read_manifest,
     read_video_folder,
+    sanitize_key,
 )
 from uva_io import storage
 from uva_io.config import load_config, to_dict
@@ -73,7 +77,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--manifest", action="append", default=[], help="JSONL manifest (repeatable)")
     p.add_argument("--lerobot", action="append", default=[], help="LeRobot v3.0 dataset folder or URL prefix (repeatable)")
     p.add_argument("--video-folder", action="append", default=[], help="folder or URL prefix of action-free videos (repeatable)")
-    p.add_argument("--robot", default=None, help="robot name for --lerobot/--video-folder inputs")
+    p.add_argument("--zarr", action="append", default=[],
+                   help="Diffusion Policy / UMI zarr replay buffer: a folder or .zarr.zip (repeatable)")
+    p.add_argument("--hdf5", action="append", default=[], help="robomimic / LIBERO HDF5 file (repeatable)")
+    p.add_argument("--source-fps", type=float, default=None,
+                   help="frame rate of --zarr/--hdf5 episodes (the formats do not store it)")
+    p.add_argument("--image-keys", default=None,
+                   help="comma-separated image arrays of --zarr/--hdf5 inputs (default: every uint8 image array)")
+    p.add_argument("--proprio-keys", default=None,
+                   help="comma-separated state arrays of --zarr/--hdf5 inputs, concatenated (default: data/state; "
+                        "robomimic eef pos+quat+gripper; LIBERO ee+gripper states)")
+    p.add_argument("--instruction", default=None,
+                   help="instruction of --zarr/--hdf5 episodes that do not store one")
+    p.add_argument("--robot", default=None, help="robot name for --lerobot/--video-folder/--zarr/--hdf5 inputs")
     p.add_argument("--output", required=True, help="output folder or URL prefix (s3://bucket/prefix) for the shard set")
     p.add_argument("--config", default=None, help="YAML preprocessing config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -81,8 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strict", action="store_true", help="exit nonzero if any input was skipped")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if not (args.manifest or args.lerobot or args.video_folder):
-        p.error("give at least one input: --manifest, --lerobot or --video-folder")
+    if not (args.manifest or args.lerobot or args.video_folder or args.zarr or args.hdf5):
+        p.error("give at least one input: --manifest, --lerobot, --video-folder, --zarr or --hdf5")
     return args
 
 
@@ -90,7 +106,8 @@ def cut_clips(ep: Episode, seconds: float) -> list[Episode]:
     """An action-free episode as consecutive clips of ``seconds`` (ids ``<id>_c00000``, ...; the
     last one may be shorter); episodes with actions or proprioception stay whole. A video whose
     duration cannot be read stays whole too (decoding reports the problem)."""
-    if ep.actions is not None or ep.proprio is not None or len(ep.videos) != 1:
+    if ep.actions is not None or ep.proprio is not None or len(ep.videos) != 1 or \
+            any(is_array_ref(v) for v in ep.videos.values()):
         return [ep]
     (cam, path), = ep.videos.items()
     start, end = ep.segments.get(cam, (0.0, None))
@@ -122,6 +139,14 @@ def gather_episodes(args: argparse.Namespace, clip_seconds: float | None = None)
         e, err = read_video_folder(path, robot=args.robot or "human")
         episodes += e
         errors += err
+    keys = lambda text: [k.strip() for k in text.split(",") if k.strip()] if text is not None else None  # noqa: E731
+    for flag, paths, reader in (("--zarr", args.zarr, read_zarr_replay), ("--hdf5", args.hdf5, read_hdf5)):
+        for path in paths:
+            robot = args.robot or sanitize_key(Path(path.rstrip("/")).name.split(".")[0])
+            e, err = reader(path, robot, args.source_fps, image_keys=keys(args.image_keys),
+                            proprio_keys=keys(args.proprio_keys), instruction=args.instruction)
+            episodes += e
+            errors += err
     if clip_seconds:
         episodes = [clip for ep in episodes for clip in cut_clips(ep, clip_seconds)]
     seen = set()

@@ -206,7 +206,11 @@ def load_array(ref: str) -> np.ndarray:
 
     Raises ValueError naming the file and problem (missing, wrong shape, NaN/inf).
     """
-    if ref.startswith("parquet:"):
+    if ref.startswith(("zarr:", "hdf5:")):  # an array of a replay buffer / HDF5 file
+        from preprocessing.arrays import load_array_ref
+
+        arr, name = load_array_ref(ref), ref
+    elif ref.startswith("parquet:"):
         import pyarrow.compute as pc
 
         file, lo, hi, column = ref[len("parquet:"):].rsplit(":", 3)

@@ -18,6 +18,7 @@ import pytest
 from uva.vae import AutoencoderKL, VAEConfig
 from uva_io.shardset import iter_tar_samples, load_index
 from uva_io.vae_bundle import save_vae
+from uva_io.video import resize_center_crop
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "preprocessing" / "encode_latents.py"
@@ -306,3 +307,75 @@ def test_cut_clips_leaves_episodes_with_actions_whole(tmp_path):
     assert [c.segments["main"] for c in cut_clips(segment, 1.5)] == [(1.0, 2.5), (2.5, 3.0)]
     missing = Episode("gone", {"main": str(tmp_path / "none.mp4")}, "human")
     assert cut_clips(missing, 2.0) == [missing]  # decoding reports it
+
+
+def test_zarr_replay_buffers_and_robomimic_libero_hdf5(vae_path, ray_head, tmp_path):
+    """A Diffusion Policy replay buffer written by zarr (a folder, and the same as .zarr.zip) and a
+    LIBERO-layout HDF5 file written by h5py encode like videos: one episode per episode_ends
+    entry / demo, every frame's latent equal to the VAE's encoding of the stored image, actions
+    and states as stored, LIBERO's instruction embedded."""
+    import h5py
+    import zarr
+
+    from uva_io.vae_bundle import encode_frames, load_vae
+
+    rng = np.random.default_rng(0)
+    ends = [10, 22, 30]
+    img = rng.integers(0, 255, size=(30, 40, 40, 3), dtype=np.uint8)
+    state, action = rng.normal(size=(30, 5)).astype(np.float32), rng.normal(size=(30, 2)).astype(np.float32)
+    buf = tmp_path / "pusht_replay.zarr"
+    for store in (str(buf), zarr.storage.ZipStore(str(tmp_path / "pusht_zip.zarr.zip"), mode="w")):
+        root = zarr.open_group(store=store, mode="w", zarr_format=2)
+        data, meta = root.create_group("data"), root.create_group("meta")
+        data.create_array("img", data=img, chunks=(8, 40, 40, 3))
+        data.create_array("state", data=state)
+        data.create_array("action", data=action)
+        meta.create_array("episode_ends", data=np.array(ends, dtype=np.int64))
+        if not isinstance(store, str):
+            store.close()
+    h5 = tmp_path / "KITCHEN_turn_on_the_stove_demo.hdf5"
+    demos = {}
+    with h5py.File(h5, "w") as f:
+        data = f.create_group("data")
+        data.attrs["problem_info"] = json.dumps({"language_instruction": "turn on the stove"})
+        for i, n in enumerate((9, 12)):
+            g = data.create_group(f"demo_{i}")
+            demos[i] = {"agentview_rgb": rng.integers(0, 255, size=(n, 32, 32, 3), dtype=np.uint8),
+                        "eye_in_hand_rgb": rng.integers(0, 255, size=(n, 32, 32, 3), dtype=np.uint8),
+                        "ee_states": rng.normal(size=(n, 6)), "gripper_states": rng.normal(size=(n, 2)),
+                        "joint_states": rng.normal(size=(n, 7))}
+            for k, v in demos[i].items():
+                g.create_dataset(f"obs/{k}", data=v)
+            demos[i]["actions"] = rng.normal(size=(n, 7))
+            g.create_dataset("actions", data=demos[i]["actions"])
+    vae = load_vae(vae_path)
+    for name, args in (("zarr", ["--zarr", str(buf), "--zarr", str(tmp_path / "pusht_zip.zarr.zip"),
+                                 "--robot", "pusht"]),
+                       ("hdf5", ["--hdf5", str(h5), "--robot", "franka"])):
+        out = tmp_path / f"out_{name}"
+        encode([*args, "--source-fps", "10", "--output", str(out)], vae_path, ray_head)
+        samples = read_all(out)
+        if name == "zarr":
+            assert sorted(samples) == [f"pusht_replay_00000{i}" for i in range(3)] + [f"pusht_zip_00000{i}" for i in range(3)]
+            for prefix in ("pusht_replay", "pusht_zip"):
+                for i, (lo, hi) in enumerate(zip([0, *ends[:-1]], ends)):
+                    s = samples[f"{prefix}_{i:06d}"]
+                    np.testing.assert_array_equal(s["actions.npy"], action[lo:hi])
+                    np.testing.assert_array_equal(s["proprio.npy"], state[lo:hi])
+                    want = encode_frames(vae, resize_center_crop(img[lo:hi], 32))
+                    np.testing.assert_array_equal(s["latents.img.npy"], want)
+                    assert s["meta.json"]["robot"] == "pusht" and "lang.npy" not in s
+        else:
+            assert sorted(samples) == ["KITCHEN_turn_on_the_stove_demo_demo_0", "KITCHEN_turn_on_the_stove_demo_demo_1"]
+            s = samples["KITCHEN_turn_on_the_stove_demo_demo_1"]
+            d = demos[1]
+            assert {k for k in s if k.startswith("latents.")} == {"latents.agentview.npy", "latents.eye_in_hand.npy"}
+            np.testing.assert_array_equal(s["latents.eye_in_hand.npy"],
+                                          encode_frames(vae, resize_center_crop(d["eye_in_hand_rgb"], 32)))
+            np.testing.assert_allclose(s["actions.npy"], d["actions"].astype(np.float32))
+            np.testing.assert_allclose(s["proprio.npy"], np.concatenate([d["ee_states"], d["gripper_states"]], 1)
+                                       .astype(np.float32))
+            assert s["meta.json"]["instruction"] == "turn on the stove" and s["lang.npy"].shape == (16, 256)
+    # the formats do not store a frame rate: without one the job says so
+    proc = encode(["--hdf5", str(h5), "--output", str(tmp_path / "nofps")], vae_path, None, check=False)
+    assert proc.returncode != 0 and "--source-fps" in proc.stderr
