@@ -363,15 +363,18 @@ def test_zarr_replay_buffers_and_robomimic_libero_hdf5(vae_path, ray_head, tmp_p
                     np.testing.assert_array_equal(s["actions.npy"], action[lo:hi])
                     np.testing.assert_array_equal(s["proprio.npy"], state[lo:hi])
                     want = encode_frames(vae, resize_center_crop(img[lo:hi], 32))
-                    np.testing.assert_array_equal(s["latents.img.npy"], want)
+                    # (the actor batches frames of several episodes: float rounding may differ)
+                    np.testing.assert_allclose(s["latents.img.npy"].astype(np.float32), want.astype(np.float32),
+                                               rtol=1e-3, atol=1e-4)
                     assert s["meta.json"]["robot"] == "pusht" and "lang.npy" not in s
         else:
             assert sorted(samples) == ["KITCHEN_turn_on_the_stove_demo_demo_0", "KITCHEN_turn_on_the_stove_demo_demo_1"]
             s = samples["KITCHEN_turn_on_the_stove_demo_demo_1"]
             d = demos[1]
             assert {k for k in s if k.startswith("latents.")} == {"latents.agentview.npy", "latents.eye_in_hand.npy"}
-            np.testing.assert_array_equal(s["latents.eye_in_hand.npy"],
-                                          encode_frames(vae, resize_center_crop(d["eye_in_hand_rgb"], 32)))
+            np.testing.assert_allclose(s["latents.eye_in_hand.npy"].astype(np.float32),
+                                       encode_frames(vae, resize_center_crop(d["eye_in_hand_rgb"], 32)).astype(np.float32),
+                                       rtol=1e-3, atol=1e-4)
             np.testing.assert_allclose(s["actions.npy"], d["actions"].astype(np.float32))
             np.testing.assert_allclose(s["proprio.npy"], np.concatenate([d["ee_states"], d["gripper_states"]], 1)
                                        .astype(np.float32))
