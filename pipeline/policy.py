@@ -115,7 +115,9 @@ class UVAPolicy:
         if len(self.cameras) != self.config.num_views:
             raise ValueError(f"policy bundle {self.root}: {len(self.cameras)} cameras {self.cameras} for a model of "
                              f"{self.config.num_views} views")
-        self.text_encoder, self._lang_cache = self._load_text_encoder(), {}
+        self.text_encoder = self._load_text_encoder()
+        # instruction -> its tokens, on the policy's device ("": no instruction, zeros)
+        self._lang_cache = {"": torch.zeros(1, self.config.lang_tokens, self.config.lang_dim, device=self.device)}
         self.generator = rng.generator(0, self.device)
         self.sampler = None
         if self.backend != "none":
@@ -147,10 +149,9 @@ class UVAPolicy:
             if instruction:
                 raise ValueError("this policy was trained without language: it takes no instruction")
             return None
-        if not instruction:
-            return torch.zeros(1, self.config.lang_tokens, self.config.lang_dim)
+        instruction = instruction or ""
         if instruction not in self._lang_cache:
-            self._lang_cache[instruction] = torch.from_numpy(self.text_encoder.encode([instruction]))
+            self._lang_cache[instruction] = torch.from_numpy(self.text_encoder.encode([instruction])).to(self.device)
         return self._lang_cache[instruction]
 
     # -- runner interface ----------------------------------------------------------------
@@ -209,7 +210,8 @@ class UVAPolicy:
                            proprio: torch.Tensor | None = None, view_mask: torch.Tensor | None = None,
                            lang: torch.Tensor | None = None) -> np.ndarray:
         """(1, num_history, C, h, w) latents [, (1, num_history, P) normalized proprioception]
-        [, (1, lang_tokens, lang_dim) instruction tokens] -> (action_horizon, action_dim) model-unit actions. ``generator`` must be on the policy's
+        [, (1, lang_tokens, lang_dim) instruction tokens] -> (action_horizon, action_dim)
+        model-unit actions. ``generator`` must be on the policy's
         device (``uva.rng.generator(seed, policy.device)``)."""
         g = generator if generator is not None else self.generator
         history = history.to(self.device)

@@ -73,24 +73,7 @@ def resolve_conditioning(cfg: TrainConfig) -> TrainConfig:
     overrides["embodiments"] = list(given)
 
     if "lang_dim" not in overrides:
-        if own is not None:
-            text = own.get("text_encoder") or {} if own.get("lang_dim") else {}
-        else:
-            found = {}
-            for path, index in indexes.items():
-                if index.get("text_encoder"):
-                    found.setdefault(index["text_encoder"]["identity"], (path, index["text_encoder"]))
-            if len(found) > 1:
-                sets = "; ".join(f"{p} by {te['spec']} ({ident})" for ident, (p, te) in found.items())
-                raise ValueError(f"data sources hold instructions embedded by different text encoders: {sets}; "
-                                 f"re-encode them with one text_encoder")
-            text = next(iter(found.values()))[1] if found else {}
-            base = init.get("text_encoder") or {} if init.get("lang_dim") else {}
-            if base and text and base["identity"] != text["identity"]:
-                raise ValueError(f"init_from model takes instructions embedded by {base['spec']} ({base['identity']}), "
-                                 f"the data's are by {text['spec']} ({text['identity']}): re-encode the data with "
-                                 f"text_encoder={base['spec']}")
-            text = base or text
+        text = _text_encoder_of(own) if own is not None else _text_encoder_for(indexes, _text_encoder_of(init))
         overrides["lang_dim"], overrides["text_encoder"] = int(text.get("dim", 0)), dict(text)
         if text:
             overrides["lang_tokens"] = int(text.get("tokens", 16))
@@ -98,6 +81,30 @@ def resolve_conditioning(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, model=replace(cfg.model, overrides=overrides),
                    data=replace(cfg.data, embodiments=list(given), lang_dim=int(overrides["lang_dim"]),
                                 lang_tokens=int(overrides.get("lang_tokens", 16)), text_encoder=text.get("identity")))
+
+
+def _text_encoder_of(arch: dict) -> dict:
+    """The text encoder record of a model config ({} for a model without language)."""
+    return (arch.get("text_encoder") or {}) if arch.get("lang_dim") else {}
+
+
+def _text_encoder_for(indexes: dict[str, dict], base: dict) -> dict:
+    """The text encoder of the sources that hold instructions ({} when none do), which must be
+    one, and ``base``'s (the init_from model's) when that has one."""
+    found = {}
+    for path, index in indexes.items():
+        if index.get("text_encoder"):
+            found.setdefault(index["text_encoder"]["identity"], (path, index["text_encoder"]))
+    if len(found) > 1:
+        sets = "; ".join(f"{p} by {te['spec']} ({ident})" for ident, (p, te) in found.items())
+        raise ValueError(f"data sources hold instructions embedded by different text encoders: {sets}; "
+                         f"re-encode them with one text_encoder")
+    text = next(iter(found.values()))[1] if found else {}
+    if base and text and base["identity"] != text["identity"]:
+        raise ValueError(f"init_from model takes instructions embedded by {base['spec']} ({base['identity']}), "
+                         f"the data's are by {text['spec']} ({text['identity']}): re-encode the data with "
+                         f"text_encoder={base['spec']}")
+    return base or text
 
 
 def build_model(cfg: TrainConfig, rank: int, load=load_weights) -> tuple[UVA, UVAConfig]:

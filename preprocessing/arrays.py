@@ -95,11 +95,18 @@ class ArrayReader:
             import h5py
 
             root = self._stack.enter_context(h5py.File(_local_only(self.file, "hdf5"), "r"))
-        try:
-            self.arrays = [root[n] for n in self.names]
-        except KeyError as err:
+        try:  # a bad reference closes the file before it is reported
+            self._check(root)
+        except BaseException:
             self._stack.close()
-            raise ValueError(f"{self.file}: no array {err} (arrays named by {self.ref})") from err
+            raise
+        return self
+
+    def _check(self, root) -> None:
+        missing = [n for n in self.names if n not in root]
+        if missing:
+            raise ValueError(f"{self.file}: no array '{missing[0]}' (arrays named by {self.ref})")
+        self.arrays = [root[n] for n in self.names]
         first = self.arrays[0].shape[0]
         if any(a.shape[0] != first for a in self.arrays):
             raise ValueError(f"{self.ref}: the arrays have different lengths {[a.shape[0] for a in self.arrays]}")
@@ -107,7 +114,6 @@ class ArrayReader:
         if not 0 <= self.offset <= end <= first:
             raise ValueError(f"{self.ref}: rows [{self.offset}, {end}) outside the array's {first}")
         self.length = end - self.offset
-        return self
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
