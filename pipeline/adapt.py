@@ -7,6 +7,9 @@
   ones the model lacks are dropped. Any other difference is a checkpoint of another size or layout.
 - The embodiment table keeps every pretrained robot's row; a target robot the pretraining did
   not see gets a new row (started at the mean of the others).
+- The camera views follow the robot's cameras (its registry entry): a robot with fewer cameras
+  than the pretrained views keeps the first views (one camera: no view slots at all, so it
+  trains as fast as a one-view model), one with more gets new view embeddings.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import asdict
 
 import torch
 
-from pipeline.components.checkpoint import EMBODIMENTS, load_weights
+from pipeline.components.checkpoint import EMBODIMENTS, VIEW_POS, load_weights
 
 # Parameters that follow the robot (action dimension and horizon, proprioception).
 ROBOT_LAYERS = ("embed.action_proj.", "action_head.", "embed.proprio.")
@@ -36,6 +39,8 @@ def load_adapted(model: torch.nn.Module, state: dict, source, size: str) -> list
     names = {p.rstrip(".") for p in ROBOT_LAYERS for k in fresh if k.startswith(p)}
     if EMBODIMENTS in fresh:  # the target robot's embodiment row was added
         names.add("embed.embodiment")
+    if VIEW_POS in fresh:  # view embeddings the checkpoint did not have (a robot with more cameras)
+        names.add("embed.view_pos")
     return sorted(names)
 
 

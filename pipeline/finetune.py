@@ -13,7 +13,7 @@ Steps (every rank runs them; the same entry point works under torchrun, srun and
    .safetensors file) are loaded with the architecture they were trained with. Backbone, video
    head and embeddings are kept; the action embedding and action head are re-created when the
    robot's action dimension (or the chunk length) differs; a robot the pretraining did not see
-   gets its own embodiment row.
+   gets its own embodiment row; the camera views follow the robot's cameras.
 3. The recipe's stages run in order (e.g. heads with the backbone frozen, then everything at a
    lower learning rate), each a normal training run with its own checkpoints and MLflow run in
    one experiment; a finished stage is skipped on rerun, an interrupted one resumes.
@@ -104,7 +104,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
     robot = load_robot(robot_name)
     if not data:
         raise ValueError("--data: give at least one latent shard set of the target robot")
-    stats, proprio, identities = None, None, set()
+    stats, proprio, identities, stored = None, None, set(), set()
     use_proprio = cfg.use_proprio and bool(robot.proprio_names)
     for d in data:
         if not storage.exists(storage.join(d, "index.json")):
@@ -113,7 +113,9 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
         if use_proprio:
             proprio = proprio or check_proprio(robot, entry, f"--data {d}")
         stats = stats or entry
-        identities.add(load_index(d)["vae"])
+        index = load_index(d)
+        identities.add(index["vae"])
+        stored |= {c for ep in index.get("episodes", {}).values() for c in ep.get("cameras", ())}
     if len(identities) > 1:
         raise ValueError(f"--data sets were encoded with different VAEs: {sorted(identities)}")
     weights, arch = resolve_pretrained(pretrained)
@@ -138,10 +140,20 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
     window.validate()
     root = Path(cfg.run_dir)
     tracking = base.tracking_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
-    views = int(arch.get("num_views", 1)) if arch is not None else base.data.num_views
-    # several views: the robot's registry cameras, in its order, are the views (fewer: absent)
-    cameras = list(robot.cameras[:views]) if views > 1 else None
-    sources = [SourceConfig(path=d, cameras=cameras) for d in data]
+    # the views are the robot's registry cameras that the data stores, in the registry's order
+    # (an episode without one: an absent view); data that stores none of them: its own cameras.
+    # A model with other views than the pretrained one is fitted to them (pipeline/adapt.py)
+    views_of = [c for c in robot.cameras if c in stored or not stored]  # an index without cameras: the robot's
+    if not views_of:
+        views_of = sorted(stored)
+        print(f"[finetune] --data stores none of the cameras of robot '{robot.name}' {robot.cameras}; "
+              f"its own cameras {views_of} are the views (name them in the robot's YAML)", flush=True)
+    views = len(views_of)
+    if arch is not None:
+        model.overrides["num_views"] = views
+    cameras = views_of if views > 1 else None
+    camera = views_of[0] if views == 1 and views_of[0] in robot.cameras else None  # None: the first stored
+    sources = [SourceConfig(path=d, camera=camera, cameras=cameras) for d in data]
     vae_id = identities.pop()
     stages, prev = [], None
     for i, st in enumerate(cfg.stages):
@@ -150,7 +162,8 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
             data=replace(base.data, sources=sources, window=window, action_dim=robot.action_dim, num_views=views,
                          proprio_dim=len(robot.proprio_names) if use_proprio else 0,
                          normalization=robot.normalization, norm_mask=robot.norm_mask(), vae_identity=vae_id),
-            eval_sources=[SourceConfig(path=d, cameras=cameras) for d in eval_data] if eval_data else base.eval_sources,
+            eval_sources=[SourceConfig(path=d, camera=camera, cameras=cameras) for d in eval_data]
+            if eval_data else base.eval_sources,
             optim=replace(base.optim, lr=st.lr, warmup_steps=st.warmup_steps),
             total_steps=st.steps, freeze=list(st.freeze), run_dir=str(root / f"stage{i}_{st.name}"),
             tracking_uri=tracking, experiment=base.experiment if base.experiment != "uva-pretrain"

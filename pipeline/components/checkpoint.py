@@ -177,6 +177,8 @@ def load_weights(model: torch.nn.Module, state: dict, source, size: str, fresh_o
     fresh_ok = fresh_ok or (lambda name: False)
     own = model.state_dict()
     state, grown = _grow_embodiments(own, state, source)
+    state, refit = _fit_views(getattr(model, "cfg", None), own, state)
+    grown = grown | refit
     mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
     missing = sorted(k for k in set(own) - set(state) - grown if not fresh_ok(k))
     unexpected = sorted(k for k in set(state) - set(own) if not fresh_ok(k))
@@ -191,6 +193,64 @@ def load_weights(model: torch.nn.Module, state: dict, source, size: str, fresh_o
 
 
 EMBODIMENTS = "embed.embodiment.weight"
+VIEW_POS, ABSENT, SPACE_POS = "embed.view_pos", "embed.absent", "embed.space_pos"
+DECODER_POS, VIDEO_POS, ACTION_POOL = "backbone.decoder_pos", "readout.video_pos", "readout.action_pool.weight"
+
+
+def _fit_views(cfg, own: dict, state: dict) -> tuple[dict, set[str]]:
+    """The camera views of a checkpoint fitted to a model with another number of views (e.g. a
+    two-camera pretrained model fine-tuned to a one-camera robot, or the reverse). Fewer views:
+    the first ones are kept, in every per-token parameter (positions, the action readout's
+    grid); one view: the first view's embedding is folded into the spatial one (a one-view
+    model has no view parameters), so that view's tokens are what they were. More views: the
+    checkpoint's views first, the new ones keep the model's init (their columns of the action
+    readout start at zero, so the new cameras start by changing nothing); from a one-view
+    checkpoint the first view's embedding starts at zero. Returns (state, the names that are
+    not the checkpoint's as they were)."""
+    have, want = state.get(VIEW_POS), own.get(VIEW_POS)
+    vh, vw = (1 if have is None else have.shape[2]), (1 if want is None else want.shape[2])
+    if cfg is None or vh == vw or SPACE_POS not in state or state[SPACE_POS].shape != own.get(SPACE_POS, state[SPACE_POS]).shape:
+        return state, set()  # same views, or another layout altogether (reported by the caller)
+    tf, n, r = cfg.num_future, cfg.tokens_per_frame, cfg.action_readout_dim
+    state, refit = dict(state), set()
+
+    def fit(name: str, pre: int, post: int, zero: bool = False) -> None:
+        """state[name] viewed as (pre, Tf, V, post) along its views, made the model's shape."""
+        x, ref = state.get(name), own.get(name)
+        if x is None or ref is None or x.numel() != pre * tf * vh * post or ref.numel() != pre * tf * vw * post:
+            return
+        x, ref = x.reshape(pre, tf, vh, post), ref.reshape(pre, tf, vw, post)
+        keep = min(vh, vw)
+        extra = torch.zeros_like(ref[:, :, keep:]) if zero else ref[:, :, keep:]
+        state[name] = torch.cat([x[:, :, :keep].to(ref.dtype), extra], 2).reshape(own[name].shape)
+        refit.add(name)
+
+    pos = own.get(DECODER_POS)
+    if pos is not None and DECODER_POS in state:
+        prefix = pos.shape[1] - tf * vw * n
+        if state[DECODER_POS].shape[1] - tf * vh * n == prefix >= 0:
+            head, rest = state[DECODER_POS][:, :prefix], state[DECODER_POS][:, prefix:]
+            state[DECODER_POS] = rest  # fitted as tokens, the prefix put back in front
+            own = {**own, DECODER_POS: pos[:, prefix:]}
+            fit(DECODER_POS, 1, n * pos.shape[2])
+            state[DECODER_POS] = torch.cat([head.to(pos.dtype), state[DECODER_POS]], 1)
+    d = own[VIDEO_POS].shape[2] if VIDEO_POS in own else 0
+    fit(VIDEO_POS, 1, n * d)
+    if r and ACTION_POOL in own:
+        fit(ACTION_POOL, own[ACTION_POOL].shape[0], n * r, zero=True)
+    if want is None:  # -> one view
+        state[SPACE_POS] = state[SPACE_POS] + have[:, :, 0].to(state[SPACE_POS].dtype)
+        state.pop(VIEW_POS)
+        state.pop(ABSENT, None)
+        return state, refit | {SPACE_POS}
+    refit.add(VIEW_POS)
+    if have is None:  # one view ->
+        have = torch.zeros_like(want[:, :, :1])
+        state[ABSENT] = own[ABSENT]
+        refit.add(ABSENT)
+    keep = min(vh, vw)
+    state[VIEW_POS] = torch.cat([have[:, :, :keep].to(want.dtype), want[:, :, keep:]], 2)
+    return state, refit
 
 
 def _grow_embodiments(own: dict, state: dict, source) -> tuple[dict, set[str]]:

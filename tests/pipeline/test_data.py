@@ -53,7 +53,8 @@ def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: b
             samples.append(sample)
         write_shard(root, "latents", s // per_shard, samples, {})
         shards.append({"name": f"latents-{s // per_shard:06d}.tar", "num_episodes": len(samples), "num_frames": 0})
-    where = {f"{robot}{e}": {"shard": f"latents-{e // per_shard:06d}.tar"} for e in range(episodes)}
+    where = {f"{robot}{e}": {"shard": f"latents-{e // per_shard:06d}.tar", "cameras": list(cameras)}
+             for e in range(episodes)}
     (root / "index.json").write_text(json.dumps({"format": INDEX_FORMAT, "vae": vae, "shards": shards,
                                                  "episodes": where, "config": config or {}, "robots": [robot],
                                                  "text_encoder": describe(encoder) if encoder else None}))

@@ -286,6 +286,13 @@ def test_a_mix_of_robots_and_cameras_pretrains_and_fine_tunes_to_a_two_camera_ro
     assert arch["embodiments"] == ["arm", "franka", "human"] and arch["num_views"] == 2
     # the franka set's instructions: the model takes their tokens (4 x 32, the set's encoder)
     assert (arch["lang_dim"], arch["lang_tokens"], arch["text_encoder"]["identity"]) == (32, 4, "hash-v2-32")
+    # a one-camera robot from this two-view model: one view (the checkpoint is fitted, not refused)
+    from pipeline.finetune import FinetuneConfig, StageConfig, plan
+
+    one_cam, _ = plan(FinetuneConfig(stages=[StageConfig("all", 1, 1e-3)], run_dir=str(tmp_path / "p")), "pusht",
+                      str(run / "checkpoints"), [str(root / "pusht")])
+    assert one_cam[0].model.overrides["num_views"] == 1 and one_cam[0].data.num_views == 1
+    assert one_cam[0].data.sources[0].camera == "main"
     ft = tmp_path / "ft"
     proc = finetune(["--robot", "franka", "--pretrained", str(run / "checkpoints"), "--data", str(tmp_path / "franka2"),
                      *recipe(ft, "[{name: all, steps: 2, lr: 1.0e-3}]"), "--set", "use_proprio=false"])

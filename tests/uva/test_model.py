@@ -341,6 +341,51 @@ def test_views_enter_as_grids_with_an_embedding_and_absent_views_are_masked():
     assert set(model.state_dict()) - set(single) == {"embed.view_pos", "embed.absent"}
 
 
+def view_tokens(model, hist, fut, view, views):
+    """The embedded tokens of one view (prefix dropped), (B, Tf, N, W)."""
+    c = model.cfg
+    b, n = hist.shape[0], c.tokens_per_frame
+    mask = torch.zeros(b, c.num_future * c.tokens_per_step, dtype=torch.bool)
+    h, f = model.patchify(hist), model.patchify(fut)
+    x = model.embed(h, f, mask, None, torch.zeros(b, dtype=torch.bool))[:, model.embed.num_prefix:]
+    return x.view(b, c.num_future, views, n, -1)[:, :, view]
+
+
+def test_views_are_fitted_to_a_robot_with_fewer_or_more_cameras():
+    """A two-view checkpoint loads into a one-view model (a one-camera robot): that view's
+    tokens are what they were (its embedding folded into the spatial one); into three views:
+    the two kept, the third new; a one-view checkpoint grows to two views with its view
+    unchanged."""
+    from dataclasses import replace
+
+    from pipeline.components.checkpoint import load_weights
+
+    torch.manual_seed(0)
+    base = model_config("uva-tiny")
+    two = UVA(replace(base, num_views=2))
+    one, three = UVA(base), UVA(replace(base, num_views=3))
+    shape = (base.latent_channels, base.latent_size, base.latent_size)
+    g = torch.Generator().manual_seed(3)
+    hist, fut = torch.randn(2, 2, 3, *shape, generator=g), torch.randn(2, 2, 3, *shape, generator=g)
+    per_token = {"backbone.decoder_pos", "readout.video_pos", "readout.action_pool.weight"}
+    assert set(load_weights(one, two.state_dict(), "two", "uva-tiny")) == per_token | {"embed.space_pos"}
+    ref = view_tokens(two, hist[:, :, :2], fut[:, :, :2], 0, 2)
+    torch.testing.assert_close(view_tokens(one, hist[:, :, 0], fut[:, :, 0], 0, 1), ref)
+    n, tf = base.tokens_per_frame, base.num_future
+    by_view = lambda m, v: m.readout.video_pos.view(tf, v, n, -1)  # noqa: E731
+    assert torch.equal(by_view(one, 1)[:, 0], by_view(two, 2)[:, 0])
+    assert set(load_weights(three, two.state_dict(), "two", "uva-tiny")) == per_token | {"embed.view_pos"}
+    for v in (0, 1):
+        torch.testing.assert_close(view_tokens(three, hist, fut, v, 3), view_tokens(two, hist[:, :, :2], fut[:, :, :2], v, 2))
+    assert not torch.allclose(three.embed.view_pos[:, :, 2], three.embed.view_pos[:, :, 1])
+    pool = three.readout.action_pool.weight.view(-1, tf, 3, n * base.action_readout_dim)
+    assert (pool[:, :, 2] == 0).all() and torch.equal(pool[:, :, :2].flatten(1), two.readout.action_pool.weight)
+    grown = UVA(replace(base, num_views=2))
+    assert set(load_weights(grown, one.state_dict(), "one", "uva-tiny")) == per_token | {"embed.absent", "embed.view_pos"}
+    torch.testing.assert_close(view_tokens(grown, hist[:, :, :2], fut[:, :, :2], 0, 2),
+                               view_tokens(one, hist[:, :, 0], fut[:, :, 0], 0, 1))
+
+
 def test_the_instruction_steers_the_actions_after_training_on_instruction_dependent_data(tiny_cfg):
     """The same frames with "push the block left" lead to actions of -1, with "... right" to +1;
     after training (instruction dropout on) each instruction gets its own actions, and the
