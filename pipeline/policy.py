@@ -49,7 +49,8 @@ class UVAPolicy:
     needs_state = False
 
     def __init__(self, bundle: str | Path, device: str = "cpu", sampling_steps: int | None = None,
-                 temperature: float | None = None, backend: str = "auto", precision: str = "auto"):
+                 temperature: float | None = None, backend: str = "auto", precision: str = "auto",
+                 action_clip: float | None = None):
         from safetensors.torch import load_file
 
         from pipeline.robots import RobotConfig
@@ -75,6 +76,10 @@ class UVAPolicy:
         self.backend = ("graph" if on_gpu else "none") if backend == "auto" else backend
         self.precision = ("bf16" if on_gpu else "fp32") if precision == "auto" else precision
         self.config = from_dict(UVAConfig, meta["model_config"], prefix="model_config")
+        if action_clip is not None:  # the bound on sampled normalized actions (x0), 0 = none
+            if action_clip < 0:
+                raise ValueError(f"policy action_clip must be >= 0, got {action_clip}")
+            self.config.action_clip = float(action_clip)
         self.robot = from_dict(RobotConfig, meta["robot"], prefix="robot")
         self.model = UVA(self.config)
         self.model.load_state_dict(load_file(str(self.root / "model.safetensors")))
@@ -269,6 +274,7 @@ class UVAPolicy:
 
 
 def load_policy(bundle: str | Path, device: str = "cpu", sampling_steps: int | None = None,
-                temperature: float | None = None, backend: str = "auto", precision: str = "auto") -> UVAPolicy:
+                temperature: float | None = None, backend: str = "auto", precision: str = "auto",
+                action_clip: float | None = None) -> UVAPolicy:
     return UVAPolicy(bundle, device=device, sampling_steps=sampling_steps, temperature=temperature,
-                     backend=backend, precision=precision)
+                     backend=backend, precision=precision, action_clip=action_clip)

@@ -83,6 +83,8 @@ def run(argv: list[str] | None = None) -> dict:
                    help="reverse diffusion steps of a bundle policy (default: the bundle's)")
     p.add_argument("--temperature", type=float, default=None,
                    help="noise scale of each reverse step of a bundle policy (default: the bundle's, 1)")
+    p.add_argument("--action-clip", type=float, default=None,
+                   help="bound on the sampled normalized actions of a bundle policy (default: the model's; 0 = none)")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--run-id", default=None, help="add the results to this MLflow run")
     p.add_argument("--experiment", default=None, help="MLflow experiment for a new run (with --tracking-uri)")
@@ -99,7 +101,7 @@ def run(argv: list[str] | None = None) -> dict:
         if not Path(spec).is_dir():
             p.error(f"--policy {spec}: not 'expert' or 'random', and no policy bundle folder there")
         spec = functools.partial(load_policy, spec, device=args.device, sampling_steps=args.sampling_steps,
-                                 temperature=args.temperature, backend=args.backend)
+                                 temperature=args.temperature, backend=args.backend, action_clip=args.action_clip)
     result = evaluate_policy(spec, seeds, workers=min(args.workers, len(seeds)), max_steps=args.max_steps,
                              action_steps=args.action_steps, video_dir=None if args.no_videos else out / "videos",
                              name=args.policy)

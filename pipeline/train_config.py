@@ -22,6 +22,7 @@ class OptimSection:
 
     lr: float = 1e-4
     weight_decay: float = 0.02
+    no_decay_1d: bool = False  # no weight decay on 1-d parameters (norms, biases, mask tokens) and biases
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 1000
     min_lr_ratio: float = 0.0  # final lr = lr * min_lr_ratio

@@ -123,10 +123,12 @@ def render_arm(q: np.ndarray, grip: float, blocks: dict[str, np.ndarray], size: 
     return img
 
 
-def make_arm_episode(rng: np.random.Generator, num_steps: int, size: int, instruction_target: str | None = None):
-    """(exterior frames, wrist frames, actions (T, 8), proprio (T, 8), instruction)."""
+def make_arm_episode(rng: np.random.Generator, num_steps: int, size: int, target: str | None = None) -> dict:
+    """One episode: {exterior, wrist: (T, size, size, 3) uint8; actions, proprio: (T, 8);
+    instruction; blocks: where the blocks started}. ``target``: the block to move (default: drawn)."""
     names = list(BLOCKS)
-    target = instruction_target or names[int(rng.integers(len(names)))]
+    drawn = names[int(rng.integers(len(names)))]
+    target = target or drawn
     blocks = {}
     for name in names:  # two blocks apart from each other, in front of the bowl
         while True:
@@ -134,6 +136,7 @@ def make_arm_episode(rng: np.random.Generator, num_steps: int, size: int, instru
             if all(np.linalg.norm(pos - p) > 0.22 for p in blocks.values()):
                 blocks[name] = pos
                 break
+    start = {k: v.copy() for k, v in blocks.items()}
     q = arm_ik(ARM_REST, np.array([0.5, 0.8]) + rng.normal(0, 0.04, 2), iters=30)
     grip, held, phase, wait = 1.0, False, 0, 0
     hand = arm_points(q)[-1]
@@ -162,7 +165,8 @@ def make_arm_episode(rng: np.random.Generator, num_steps: int, size: int, instru
         hand = arm_points(q)[-1]
         if held:
             blocks[target] = hand.copy()
-    return np.stack(ext), np.stack(wrist), np.stack(actions), np.stack(proprio), f"put the {target} block in the bowl"
+    return {"exterior": np.stack(ext), "wrist": np.stack(wrist), "actions": np.stack(actions),
+            "proprio": np.stack(proprio), "instruction": f"put the {target} block in the bowl", "blocks": start}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,12 +190,13 @@ def main(argv: list[str] | None = None) -> None:
         ep = f"ep{i:05d}"
         rec = {"episode_id": ep, "actions": f"{ep}_actions.npy", "robot": args.robot, "fps": fps}
         if arm:
-            ext, wrist, actions, proprio, instruction = make_arm_episode(rng, steps, args.size)
-            write_mp4(out / f"{ep}_exterior.mp4", ext, fps)
-            write_mp4(out / f"{ep}_wrist.mp4", wrist, fps)
-            np.save(out / f"{ep}_state.npy", proprio)
+            demo = make_arm_episode(rng, steps, args.size)
+            for cam in ("exterior", "wrist"):
+                write_mp4(out / f"{ep}_{cam}.mp4", demo[cam], fps)
+            actions = demo["actions"]
+            np.save(out / f"{ep}_state.npy", demo["proprio"])
             rec.update(video={"exterior": f"{ep}_exterior.mp4", "wrist": f"{ep}_wrist.mp4"},
-                       proprio=f"{ep}_state.npy", instruction=instruction)
+                       proprio=f"{ep}_state.npy", instruction=demo["instruction"])
         else:
             frames, actions = make_episode(rng, steps, args.size)
             write_mp4(out / f"{ep}.mp4", frames, fps)

@@ -32,25 +32,29 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: attention + GELU MLP."""
 
-    def __init__(self, width: int, num_heads: int, mlp_ratio: float):
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float, dropout: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, eps=1e-6)
         self.attn = Attention(width, num_heads)
         self.norm2 = nn.LayerNorm(width, eps=1e-6)
         hidden = int(width * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        # dropout after the attention and inside/after the MLP (timm ViT's proj_drop and mlp drop);
+        # the activation and its dropout share index 1, so the parameter names stay mlp.0 / mlp.2
+        act = nn.Sequential(nn.GELU(approximate="tanh"), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), act, nn.Linear(hidden, width))
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.drop(self.mlp(self.norm2(x)))
 
 
 class Stack(nn.Module):
     """A sequence of blocks with an optional activation-checkpointing switch."""
 
-    def __init__(self, depth: int, width: int, num_heads: int, mlp_ratio: float):
+    def __init__(self, depth: int, width: int, num_heads: int, mlp_ratio: float, dropout: float = 0.0):
         super().__init__()
-        self.blocks = nn.ModuleList(Block(width, num_heads, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(width, num_heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.grad_checkpointing = False
 
@@ -67,12 +71,12 @@ class EncoderDecoder(nn.Module):
     """Tokens (B, L, width) -> decoder features (B, L, decoder_width)."""
 
     def __init__(self, num_tokens: int, width: int, decoder_width: int, encoder_depth: int,
-                 decoder_depth: int, num_heads: int, mlp_ratio: float):
+                 decoder_depth: int, num_heads: int, mlp_ratio: float, dropout: float = 0.0):
         super().__init__()
-        self.encoder = Stack(encoder_depth, width, num_heads, mlp_ratio)
+        self.encoder = Stack(encoder_depth, width, num_heads, mlp_ratio, dropout)
         self.decoder_embed = nn.Linear(width, decoder_width)
         self.decoder_pos = nn.Parameter(torch.zeros(1, num_tokens, decoder_width))
-        self.decoder = Stack(decoder_depth, decoder_width, num_heads, mlp_ratio)
+        self.decoder = Stack(decoder_depth, decoder_width, num_heads, mlp_ratio, dropout)
         nn.init.normal_(self.decoder_pos, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -48,9 +48,17 @@ class UVAConfig:
     diffusion_batch_mul: int = 4  # noise draws per target in one training step (MAR)
     action_clip: float = 5.0  # sampling bounds predicted normalized actions (x0) to +-this; 0 = off
     video_clip: float = 10.0  # sampling bounds predicted (scaled) latent tokens to +-this; 0 = off
+    dropout: float = 0.0  # training dropout after attention and in the MLP of every block
     # masked training
     mask_ratio_min: float = 0.7  # truncated normal on [min, 1] centred at 1
     mask_ratio_std: float = 0.25
+    # "token": each future token masked on its own; "tube": one spatial mask (per view grid)
+    # repeated over the future frames, so a location cannot be copied from another future frame
+    mask_kind: str = "token"
+    # "latent": the mask token is a vector in latent-token space, projected by `fuse` like real
+    # tokens; "width": a learned vector in width space added after the projection (the masked
+    # token's latent part is zero), which no real token's projection can equal
+    mask_token_space: str = "latent"
 
     @property
     def grid(self) -> int:
@@ -88,6 +96,12 @@ class UVAConfig:
         for key in ("width", "decoder_width"):
             if getattr(self, key) % self.num_heads:
                 raise ValueError(f"model.{key}={getattr(self, key)} is not a multiple of num_heads={self.num_heads}")
+        if self.mask_kind not in ("token", "tube"):
+            raise ValueError(f"model.mask_kind must be 'token' or 'tube', got {self.mask_kind!r}")
+        if self.mask_token_space not in ("latent", "width"):
+            raise ValueError(f"model.mask_token_space must be 'latent' or 'width', got {self.mask_token_space!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.mask_ratio_min <= 1.0:
             raise ValueError(f"model.mask_ratio_min={self.mask_ratio_min} must be in (0, 1]")
         if min(self.proprio_dim, self.lang_dim, self.num_buffer_tokens, self.action_readout_dim) < 0:

@@ -47,7 +47,8 @@ class JointEmbed(nn.Module):
         super().__init__()
         self.cfg = cfg
         dt, w = cfg.token_dim, cfg.width
-        self.mask_token = nn.Parameter(torch.zeros(dt))
+        # a masked future token: a latent-space vector (fed through `fuse`) or a width-space one
+        self.mask_token = nn.Parameter(torch.zeros(dt if cfg.mask_token_space == "latent" else w))
         self.action_proj = nn.Linear(cfg.actions_per_frame * cfg.action_dim, w)
         self.action_mask = nn.Parameter(torch.zeros(w))
         self.fuse = nn.Linear(dt + cfg.num_history * dt + w, w)
@@ -82,7 +83,8 @@ class JointEmbed(nn.Module):
         cfg = self.cfg
         b, tf, n = hist.shape[0], cfg.num_future, cfg.tokens_per_step
         mask = future_mask.view(b, tf, n, 1)
-        fut = torch.where(mask, self.mask_token.to(fut.dtype), fut)  # (B, Tf, N, Dt)
+        latent_mask = cfg.mask_token_space == "latent"
+        fut = torch.where(mask, self.mask_token.to(fut.dtype) if latent_mask else 0.0, fut)  # (B, Tf, N, Dt)
         ctx = rearrange(hist, "b t n d -> b n (t d)").unsqueeze(1).expand(b, tf, n, -1)  # (B, Tf, N, Th*Dt)
         if actions is None:
             act = self.action_mask.expand(b, tf, -1)
@@ -93,6 +95,8 @@ class JointEmbed(nn.Module):
             act = torch.where(actions_visible.view(b, 1, 1), act, self.action_mask.to(act.dtype))
         act = act.unsqueeze(2).expand(b, tf, n, -1)  # actions spread over their frame's grid
         x = self.fuse(torch.cat([fut, ctx.to(fut.dtype), act.to(fut.dtype)], -1))
+        if not latent_mask:  # the masked tokens' latent part is zero; the mask token takes its place
+            x = torch.where(mask, x + self.mask_token.to(x.dtype), x)
         if self.view_pos is None:
             x = x + self.time_pos + self.space_pos
         else:
@@ -162,7 +166,7 @@ class UVA(nn.Module):
         self.embed = JointEmbed(cfg)
         num_tokens = self.embed.num_prefix + cfg.num_future * cfg.tokens_per_step
         self.backbone = EncoderDecoder(num_tokens, cfg.width, cfg.decoder_width, cfg.encoder_depth,
-                                       cfg.decoder_depth, cfg.num_heads, cfg.mlp_ratio)
+                                       cfg.decoder_depth, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
         self.readout = Readout(cfg, self.embed.num_prefix)
         # the instruction also reaches the action condition directly: through the prefix tokens
         # alone a small model learns which instruction asks for what very slowly (a one-word
@@ -264,8 +268,8 @@ class UVA(nn.Module):
         if modes is None:
             modes = sample_modes(mode_weights, has_actions.to(device), generator=generator)
         modes = modes.to(device)
-        masks = build_masks(modes, cfg.num_future * cfg.tokens_per_step, cfg.mask_ratio_min,
-                            cfg.mask_ratio_std, generator=generator)
+        masks = build_masks(modes, cfg.num_future * cfg.tokens_per_step, cfg.mask_ratio_min, cfg.mask_ratio_std,
+                            generator=generator, tube_frames=cfg.num_future if cfg.mask_kind == "tube" else 1)
         action_w = masks["action_loss"] * has_actions.float()
         visible = masks["actions_visible"] & has_actions.bool()
         if lang is not None and cfg.lang_dim and cfg.lang_dropout > 0 and self.training:
@@ -350,12 +354,17 @@ class UVA(nn.Module):
             raise ValueError(f"num_iters must be in [1, {L}], got {num_iters}")
         device = history.device
         tokens = torch.zeros(b, L, cfg.token_dim, device=device)
-        rank = rng.rand((b, L), generator, device).argsort(-1).argsort(-1)
+        # the unmasking order: per token, or (tube masking) per position, shared by the future frames
+        frames = cfg.num_future if cfg.mask_kind == "tube" else 1
+        n = L // frames
+        if num_iters > n:
+            raise ValueError(f"num_iters must be in [1, {n}], got {num_iters}")
+        rank = rng.rand((b, n), generator, device).argsort(-1).argsort(-1).repeat(1, frames)
         visible = torch.full((b,), actions is not None, dtype=torch.bool, device=device)
         diffusion = self.diffusion.respaced(num_steps)
-        num_masked = L
+        num_masked = n
         for it in range(num_iters):
-            nxt = 0 if it == num_iters - 1 else int(math.floor(L * math.cos(math.pi / 2 * (it + 1) / num_iters)))
+            nxt = 0 if it == num_iters - 1 else int(math.floor(n * math.cos(math.pi / 2 * (it + 1) / num_iters)))
             nxt = max(0, min(nxt, num_masked - 1))  # unmask at least one token per round
             mask = rank < num_masked
             fut = self.unpatchify(tokens.view(b, cfg.num_future, cfg.tokens_per_step, -1))

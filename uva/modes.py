@@ -80,12 +80,18 @@ _FUTURE_KIND = {"all": 0, "ratio": 1, "none": 2}
 
 
 def build_masks(mode_idx: torch.Tensor, num_tokens: int, low: float, std: float,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None, tube_frames: int = 1) -> dict[str, torch.Tensor]:
     """Per-sample masks for a batch of modes, drawn on ``mode_idx``'s device.
+
+    ``tube_frames`` > 1: the L tokens are that many frames of L / tube_frames positions, and one
+    mask of the positions is repeated over the frames (tube masking).
 
     Returns future_mask (B, L) bool (True = masked), actions_visible (B,), video_loss (B,),
     action_loss (B,) as float weights.
     """
+    if num_tokens % tube_frames:
+        raise ValueError(f"{num_tokens} tokens are not {tube_frames} frames of equal size")
+    frames, num_tokens = tube_frames, num_tokens // tube_frames
     b, device = mode_idx.shape[0], mode_idx.device
     kind = torch.tensor([_FUTURE_KIND[m.future] for m in MODES], device=device)[mode_idx]
     ratio = truncated_normal_ratio(b, low, std, generator, device)
@@ -94,7 +100,7 @@ def build_masks(mode_idx: torch.Tensor, num_tokens: int, low: float, std: float,
     # a video loss needs a target: a ratio row masks at least one token
     num_masked = torch.where(kind == _FUTURE_KIND["ratio"], num_masked.clamp(min=1), num_masked)
     ranks = rng.rand((b, num_tokens), generator, device).argsort(-1).argsort(-1)
-    future_mask = ranks < num_masked[:, None]
+    future_mask = (ranks < num_masked[:, None]).repeat(1, frames)
     table = torch.tensor([[m.actions_visible, m.video_loss, m.action_loss] for m in MODES],
                          dtype=torch.float32, device=device)
     flags = table[mode_idx]

@@ -31,9 +31,22 @@ def build_engine(model: torch.nn.Module, cfg: TrainConfig, world_size: int, bf16
     import deepspeed
 
     o = cfg.optim
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr,
+    opt = torch.optim.AdamW(param_groups(model, o.weight_decay, o.no_decay_1d), lr=o.lr,
                             weight_decay=o.weight_decay, betas=tuple(o.betas))
     sched = warmup_cosine(opt, o.warmup_steps, cfg.total_steps, o.min_lr_ratio)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
                                            config=deepspeed_config(cfg, world_size, bf16))
     return engine, sched
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_1d: bool) -> list[dict]:
+    """AdamW groups of the trainable parameters: one with ``weight_decay``; with ``no_decay_1d``
+    the 1-d parameters (norm scales, biases, mask and absent-view tokens) in a second group
+    without decay (the MAR / UVA reference's rule)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not no_decay_1d:
+        return [{"params": [p for _, p in named], "weight_decay": weight_decay}]
+    flat = [p for n, p in named if p.ndim <= 1 or n.endswith(".bias")]
+    rest = [p for n, p in named if not (p.ndim <= 1 or n.endswith(".bias"))]
+    return [g for g in ({"params": rest, "weight_decay": weight_decay}, {"params": flat, "weight_decay": 0.0})
+            if g["params"]]

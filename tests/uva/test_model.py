@@ -423,3 +423,64 @@ def test_the_instruction_steers_the_actions_after_training_on_instruction_depend
     assert act["none"].abs().max() < 5  # no instruction: a policy still
     with pytest.raises(ValueError, match=r"lang must be \(1, 8, 64\)"):
         model.predict_action(hist[:1], num_steps=2, lang=lang[:1, :4])
+
+
+def test_tube_masking_masks_every_future_frame_at_the_same_positions():
+    """mask_kind tube: one spatial mask per sample, repeated over the future frames (with the
+    ratio's count of positions per frame); token masking draws each frame on its own."""
+    from uva.modes import build_masks
+
+    modes = torch.full((64,), MODE_INDEX["video"])
+    g = torch.Generator().manual_seed(0)
+    tube = build_masks(modes, 3 * 16, 0.5, 0.25, g, tube_frames=3)["future_mask"].view(64, 3, 16)
+    assert torch.equal(tube[:, 0], tube[:, 1]) and torch.equal(tube[:, 0], tube[:, 2])
+    assert (tube[:, 0].sum(1) >= 8).all() and tube[:, 0].float().mean() < 1
+    token = build_masks(modes, 3 * 16, 0.5, 0.25, g)["future_mask"].view(64, 3, 16)
+    assert not torch.equal(token[:, 0], token[:, 1])
+    with pytest.raises(ValueError, match="not 3 frames"):
+        build_masks(modes, 16, 0.5, 0.25, g, tube_frames=3)
+    # the model trains and generates video with it (unmasking shared by the frames)
+    cfg = model_config("uva-tiny", mask_kind="tube")
+    model = UVA(cfg)
+    hist = torch.randn(2, 2, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    out = model.generate_video(hist, num_iters=3, num_steps=2, generator=torch.Generator().manual_seed(1))
+    assert out.shape == (2, cfg.num_future, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+
+
+def test_a_width_space_mask_token_is_not_a_value_real_tokens_can_take():
+    """mask_token_space width: the masked token's embedding is the projection of the other
+    inputs plus a width vector outside the span of the latent projection (no latent token
+    projects onto it); with latent space, a real token equal to the mask token is
+    indistinguishable from a masked one."""
+    torch.manual_seed(0)
+    cfg = model_config("uva-tiny", mask_token_space="width", latent_channels=4, latent_size=4, patch_size=1)
+    model = UVA(cfg)
+    assert model.embed.mask_token.shape == (cfg.width,) and cfg.token_dim < cfg.width
+    w_fut = model.embed.fuse.weight[:, : cfg.token_dim]  # (W, Dt): how a latent token enters
+    m = model.embed.mask_token.detach()
+    best = torch.linalg.lstsq(w_fut.detach(), m[:, None]).solution
+    assert (w_fut.detach() @ best - m[:, None]).norm() > 0.5 * m.norm()  # far from any real token's image
+    b, n = 1, cfg.num_future * cfg.tokens_per_step
+    hist = torch.randn(b, cfg.num_history, n // cfg.num_future, cfg.token_dim)
+    fut = torch.randn(b, cfg.num_future, n // cfg.num_future, cfg.token_dim)
+    none = torch.zeros(b, dtype=torch.bool)
+    masked = model.embed(hist, fut, torch.ones(b, n, dtype=torch.bool), None, none)
+    zero = model.embed(hist, torch.zeros_like(fut), torch.zeros(b, n, dtype=torch.bool), None, none)
+    torch.testing.assert_close(masked - zero, m.expand_as(masked).clone().index_fill_(1, torch.arange(model.embed.num_prefix), 0))
+    latent = UVA(model_config("uva-tiny", latent_channels=4, latent_size=4, patch_size=1))
+    copy = latent.embed.mask_token.detach().expand_as(fut)
+    torch.testing.assert_close(latent.embed(hist, copy, torch.zeros(b, n, dtype=torch.bool), None, none),
+                               latent.embed(hist, fut, torch.ones(b, n, dtype=torch.bool), None, none))
+
+
+def test_dropout_trains_noisy_and_evaluates_deterministically(make_batch):
+    cfg = model_config("uva-tiny", dropout=0.5)
+    model = UVA(cfg)
+    x = torch.randn(2, 5, cfg.width)
+    block = model.backbone.encoder.blocks[0]
+    model.train()
+    assert not torch.equal(block(x), block(x))
+    model.eval()
+    assert torch.equal(block(x), block(x))
+    with pytest.raises(ValueError, match="dropout"):
+        model_config("uva-tiny", dropout=1.0)
