@@ -11,7 +11,7 @@ def test_no_decay_on_1d_parameters_keeps_decay_on_matrices():
     assert len(one) == 1 and one[0]["weight_decay"] == 0.05
     decay, flat = param_groups(model, 0.05, True)
     assert (decay["weight_decay"], flat["weight_decay"]) == (0.05, 0.0)
-    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    ids = lambda ps: {id(p) for p in ps}
     assert ids(decay["params"]) | ids(flat["params"]) == ids(one[0]["params"])
     assert not ids(decay["params"]) & ids(flat["params"])
     names = {id(p): n for n, p in model.named_parameters()}
