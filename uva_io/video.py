@@ -324,8 +324,8 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, codec: str = "li
     with av.open(str(tmp), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height = pw, ph
-        stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
+        stream.pix_fmt = "rgb24" if codec == "libx264rgb" else "yuv420p"
+        if codec in ("libx264", "libx264rgb"):  # libx264rgb at crf 0: lossless RGB (frames as rendered)
             stream.options = {"crf": str(crf), "preset": "veryfast"}
         elif codec == "libsvtav1":
             stream.options = {"crf": str(max(crf, 20)), "preset": "12"}

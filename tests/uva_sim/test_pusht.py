@@ -146,6 +146,12 @@ def test_expert_demos_reach_coverage_and_encode(tmp_path):
         acts = np.load(out / r["actions"])
         assert acts.shape == (r["steps"], 2) and acts.dtype == np.float32
         assert (acts >= 0).all() and (acts <= 512).all()
+    # the stored frames are the rendered ones, bit for bit (lossless): training sees what evaluation sees
+    from uva_io.video import read_clip
+    from uva_sim.pusht.runner import run_parallel
+
+    rendered = next(iter(run_parallel("expert", [3], workers=1, max_steps=300, record=True, obs_size=96))).frames
+    np.testing.assert_array_equal(read_clip(str(out / lines[0]["video"]), None, 96).frames, rendered)
     # rerun: nothing to redo, the same manifest
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert "2 episodes already done, 0 to go" in proc.stdout
