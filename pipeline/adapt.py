@@ -26,6 +26,10 @@ ROBOT_LAYERS = ("embed.action_proj.", "action_head.", "embed.proprio.")
 ARCH_FIELDS = ("width", "decoder_width", "encoder_depth", "decoder_depth", "num_heads", "head_width", "head_depth")
 # Fields the robot and the recipe set, not the checkpoint.
 ROBOT_FIELDS = ("num_history", "num_future", "action_horizon", "action_dim", "proprio_dim")
+# Fields of how the model is trained or sampled, not of its weights: a recipe may set them
+# (train.model.overrides) on top of the checkpoint's architecture.
+TRAINING_FIELDS = ("dropout", "mask_kind", "mask_ratio_min", "mask_ratio_std", "lang_dropout", "action_clip",
+                   "video_clip", "diffusion_batch_mul", "grad_checkpointing")
 
 
 def is_robot_layer(name: str) -> bool:

@@ -97,7 +97,7 @@ def fit_window(window, num_history: int, num_future: int):
 def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
          eval_data: list[str] | None = None) -> tuple[list[TrainConfig], dict]:
     """The training config of every stage, after checking robot, shards and checkpoint."""
-    from pipeline.adapt import model_overrides, size_name
+    from pipeline.adapt import TRAINING_FIELDS, model_overrides, size_name
     from pipeline.robots import check_proprio, check_stats, load_robot
     from uva_io.shardset import load_index
 
@@ -131,6 +131,11 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
         if note:
             print(f"[finetune] {note}", flush=True)
         overrides = model_overrides(arch)
+        other = sorted(set(base.model.overrides) - set(TRAINING_FIELDS))
+        if other:
+            raise ValueError(f"train.model.overrides {other}: the architecture comes from --pretrained; a recipe "
+                             f"sets only how it trains ({', '.join(TRAINING_FIELDS)})")
+        overrides.update(base.model.overrides)
         overrides.setdefault("lang_dim", 0)  # the language input is the pretrained model's (an older one had none)
         if "embodiments" in overrides and robot.name not in overrides["embodiments"]:
             overrides["embodiments"] = [*overrides["embodiments"], robot.name]  # a new robot: a new row

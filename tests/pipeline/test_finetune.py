@@ -322,3 +322,18 @@ def test_a_mix_of_robots_and_cameras_pretrains_and_fine_tunes_to_a_two_camera_ro
         policy.predict(frames)
     with pytest.raises(ValueError, match=r"cameras \['top'\] are not this policy's"):
         policy.predict({"top": frames})
+
+
+def test_a_recipe_sets_how_the_model_trains_but_not_its_architecture(world):
+    from pipeline.finetune import FinetuneConfig, StageConfig, plan
+    from pipeline.train_config import ModelSection, TrainConfig
+
+    def stages(overrides):
+        cfg = FinetuneConfig(train=TrainConfig(model=ModelSection(overrides=overrides)),
+                             stages=[StageConfig("all", 1, 1e-3)], run_dir=str(world["root"] / "plan"))
+        return plan(cfg, "pusht", str(world["ckpt"]), [str(world["root"] / "pusht")])[0]
+
+    got = stages({"dropout": 0.1, "mask_kind": "tube"})[0].model.overrides
+    assert (got["dropout"], got["mask_kind"], got["width"]) == (0.1, "tube", 32)
+    with pytest.raises(ValueError, match=r"train.model.overrides \['width'\]: the architecture comes from --pretrained"):
+        stages({"width": 64})
