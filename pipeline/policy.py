@@ -173,7 +173,9 @@ class UVAPolicy:
         if self.proprio_dim:
             state = obs["proprio"] if "proprio" in obs else obs["agent_pos"]
             proprio = np.asarray(state, dtype=np.float32)[:: self.frame_stride][-self.num_history:]
-        return self.predict(frames, proprio, instruction=obs.get("instruction")).astype(np.float32)
+        # the task's instruction, for a model that takes language (one without ignores it)
+        instruction = obs.get("instruction") if self.text_encoder is not None else None
+        return self.predict(frames, proprio, instruction=instruction).astype(np.float32)
 
     # -- API -----------------------------------------------------------------------------
     def encode(self, frames: np.ndarray) -> torch.Tensor:

@@ -40,7 +40,11 @@ def evaluate(model: UVA, batch: dict, num_steps: int, num_iters: int, generator:
         metrics["val/action_mse"] = float(err.pow(2).mean())
     future = model.generate_video(batch["history"], num_iters=num_iters, num_steps=num_steps, generator=generator,
                                   **cond)
-    metrics["val/latent_mse"] = float((future.float() - batch["future"].float()).pow(2).mean())
+    err = (future.float() - batch["future"].float()).pow(2)
+    if batch.get("view_mask") is not None and err.ndim == 6:  # an absent camera has no truth to compare with
+        present = batch["view_mask"].bool()[:, None, :, None, None, None].expand_as(err)
+        err = err[present]
+    metrics["val/latent_mse"] = float(err.mean())
     model.train(was_training)
     return {"metrics": metrics, "future": future}
 
@@ -66,9 +70,16 @@ def write_prediction_video(vae, batch: dict, future: torch.Tensor, path: Path, f
     """Side-by-side mp4 (top: truth, bottom: prediction) of sample 0; returns the PSNR."""
     from uva_io.video import write_mp4
 
-    hist = decode_video(vae, batch["history"][0])
-    truth = torch.cat([hist, decode_video(vae, batch["future"][0])])
-    pred = torch.cat([hist, decode_video(vae, future[0])])
+    views = {}
+    if batch.get("view_mask") is not None and future.ndim == 6:  # the cameras sample 0 has
+        views = {"index": batch["view_mask"][0].bool().nonzero().flatten().cpu()}
+
+    def seen(x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(1, views["index"].to(x.device)) if views else x
+
+    hist = decode_video(vae, seen(batch["history"][0]))
+    truth = torch.cat([hist, decode_video(vae, seen(batch["future"][0]))])
+    pred = torch.cat([hist, decode_video(vae, seen(future[0]))])
     value = psnr(pred[len(hist):], truth[len(hist):])
     frames = torch.cat([truth, pred], dim=2)  # stack vertically: (T, 3, 2H, W)
     frames = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()

@@ -25,7 +25,7 @@ import numpy as np
 
 from uva_io.files import atomic_write, npy_bytes
 from uva_io.video import write_mp4
-from uva_sim.pusht.env import SUCCESS_COVERAGE
+from uva_sim.pusht.env import INSTRUCTION, SUCCESS_COVERAGE
 from uva_sim.pusht.runner import TEST_SEEDS, run_parallel
 
 ROBOT = "pusht"
@@ -49,7 +49,7 @@ def save_episode(out: Path, ep: str, res, codec: str = "lossless") -> dict:
 def write_manifest(out: Path, records: list[dict]) -> Path:
     lines = [json.dumps({"episode_id": r["episode_id"], "video": f"{r['episode_id']}.mp4",
                          "actions": f"{r['episode_id']}_actions.npy", "proprio": f"{r['episode_id']}_agent_pos.npy",
-                         "robot": ROBOT, "fps": FPS, "instruction": "push the T onto the green target",
+                         "robot": ROBOT, "fps": FPS, "instruction": INSTRUCTION,
                          "seed": r["seed"], "coverage": r["coverage"], "steps": r["steps"]})
              for r in records if r["kept"]]
     path = out / "manifest.jsonl"

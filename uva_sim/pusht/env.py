@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SUCCESS_COVERAGE = 0.95
+INSTRUCTION = "push the T onto the green target"  # the task, as demos and evaluation state it
 GOAL_POSE = (256.0, 256.0, math.pi / 4)
 ARENA = 512.0
 AGENT_RADIUS = 15.0

@@ -12,7 +12,8 @@ A policy is any object with
     reset(seed) -> None     called before every episode
     __call__(obs, num_actions) -> (K, 2) array of target positions in pixels, K >= 1
 where obs = {"image": (num_obs, H, W, 3) uint8, "agent_pos": (num_obs, 2) float32,
-"sim_state": [SimState] (only if needs_state)}.
+"instruction": the task in words (as the demos state it), "sim_state": [SimState] (only if
+needs_state)}.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from uva_io.files import atomic_write
-from uva_sim.pusht.env import ARENA, SUCCESS_COVERAGE, get_state, legacy_start_state, make_env, reward_from_coverage
+from uva_sim.pusht.env import ARENA, INSTRUCTION, SUCCESS_COVERAGE, get_state, legacy_start_state, make_env, reward_from_coverage
 
 TEST_SEEDS = tuple(range(100000, 100050))
 
@@ -102,7 +103,7 @@ def run_episode(env, policy, seed: int, max_steps: int = 300, action_steps: int 
     item = observe(obs)
     while steps < max_steps and not success:
         batch = {"image": np.stack([h["image"] for h in history]),
-                 "agent_pos": np.stack([h["agent_pos"] for h in history])}
+                 "agent_pos": np.stack([h["agent_pos"] for h in history]), "instruction": INSTRUCTION}
         if policy.needs_state:
             batch["sim_state"] = [h["sim_state"] for h in history]
         chunk = np.asarray(policy(batch, action_steps), dtype=np.float64)
