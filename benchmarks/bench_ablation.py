@@ -1,0 +1,151 @@
+"""PushT ablations: fine-tune variants from one pretrained model, closed-loop scores paired over
+the same test seeds, and held-out action error.
+
+Each ``--variant NAME FINETUNE_ARGS EVAL_ARGS`` is a fine-tune (``uva-finetune --robot pusht
+--pretrained P --data D --config configs/finetune/pusht_default.yaml`` plus FINETUNE_ARGS, e.g.
+``--set use_proprio=false``) or, with FINETUNE_ARGS ``@OTHER`` (a variant name or a bundle
+folder), another variant's policy; then ``uva-eval`` on the seeds plus EVAL_ARGS (e.g.
+``--sampling-steps 100``). Work already done (an exported bundle, an eval's results.json) is
+reused, so an interrupted ablation resumes. Printed: a markdown table with each variant's score,
+successes, the paired difference to the first variant (mean +- standard error over the seeds,
+seeds better / worse) and the held-out action MSE (normalized units, sampled chunks of
+``--val`` windows, with the variant's sampling settings).
+
+    python benchmarks/bench_ablation.py --pretrained runs/default/pretrain/checkpoints \\
+        --data runs/default/latents/pusht --val runs/default/latents/pusht_val --out runs/ablate \\
+        --variant baseline "@runs/default/finetune/export" "" \\
+        --variant no_proprio "--set use_proprio=false" "" \\
+        --variant steps100 "@baseline" "--sampling-steps 100"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run(cmd: list[str], log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with log.open("w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}; see {log}")
+    print(f"# {time.time() - t0:.0f} s: {shlex.join(cmd)}", flush=True)
+
+
+def heldout_mse(bundle: Path, val: Path, eval_args: list[str], max_windows: int) -> float:
+    """Sampled-chunk MSE (normalized units, the robot's dimensions) on the held-out windows."""
+    from pipeline.data import WindowConfig, cut_windows
+    from pipeline.policy import load_policy
+    from pipeline.robots import normalize_actions
+    from uva import rng
+    from uva_io.shardset import iter_tar_samples
+
+    opts = argparse.ArgumentParser()
+    opts.add_argument("--sampling-steps", type=int, default=None)
+    opts.add_argument("--temperature", type=float, default=None)
+    opts.add_argument("--action-clip", type=float, default=None)
+    known, _ = opts.parse_known_args(eval_args)
+    policy = load_policy(bundle, sampling_steps=known.sampling_steps, temperature=known.temperature,
+                         action_clip=known.action_clip)
+    w = policy.meta["window"]
+    window = WindowConfig(**{k: int(w[k]) for k in ("num_history", "num_future", "frame_stride", "action_horizon")})
+    mode, mask = policy.normalization, policy.norm_mask
+    wins = []
+    for tar in sorted(val.glob("*.tar")):
+        for s in iter_tar_samples(tar):
+            act = normalize_actions(s["actions.npy"], policy.stats, mode, mask).astype(np.float32)
+            pro = (normalize_actions(s["proprio.npy"], policy.proprio_stats, mode).astype(np.float32)
+                   if policy.proprio_dim else None)
+            lang = s.get("lang.npy") if policy.config.lang_dim else None
+            lat = s[f"latents.{policy.cameras[0]}.npy"].astype(np.float32)
+            for x in cut_windows(lat, act, window, pro):
+                wins.append((x["history"], x["actions"], x.get("proprio"), lang))
+    pick = np.random.default_rng(0).permutation(len(wins))[:max_windows]
+    cfg, a = policy.config, policy.robot.action_dim
+    errs = []
+    g = rng.generator(0, policy.device)
+    for i in range(0, len(pick), 64):
+        part = [wins[j] for j in pick[i:i + 64]]
+        hist = torch.from_numpy(np.stack([p[0] for p in part]))
+        proprio = torch.from_numpy(np.stack([p[2] for p in part])) if policy.proprio_dim else None
+        lang = None
+        if cfg.lang_dim:
+            zero = np.zeros((cfg.lang_tokens, cfg.lang_dim), np.float32)
+            lang = torch.from_numpy(np.stack([zero if p[3] is None else p[3].astype(np.float32) for p in part]))
+        emb = policy.embodiment.expand(len(part)) if policy.embodiment is not None else None
+        pred = policy.model.predict_action(hist, num_steps=policy.sampling_steps, generator=g, proprio=proprio,
+                                           lang=lang, temperature=policy.temperature, embodiment=emb)
+        truth = torch.from_numpy(np.stack([p[1] for p in part]))
+        errs.append(((pred[..., :a].float() - truth[..., :a]) ** 2).mean((1, 2)))
+    return float(torch.cat(errs).mean())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pretrained", default="runs/default/pretrain/checkpoints")
+    p.add_argument("--data", default="runs/default/latents/pusht")
+    p.add_argument("--val", default="runs/default/latents/pusht_val", help="held-out PushT latent set")
+    p.add_argument("--out", default="runs/ablate")
+    p.add_argument("--seeds", default="100000:100050")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--val-windows", type=int, default=512)
+    p.add_argument("--variant", nargs=3, action="append", required=True, metavar=("NAME", "FINETUNE_ARGS", "EVAL_ARGS"))
+    args = p.parse_args()
+    out = Path(args.out)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.node()} cpus={os.cpu_count()} torch={torch.__version__}",
+          flush=True)
+    bundles, rows = {}, []
+    for name, ft, ev in args.variant:
+        where = out / name
+        if ft.startswith("@"):
+            bundle = bundles.get(ft[1:]) or Path(ft[1:])
+        else:
+            bundle = where / "finetune" / "export"
+            if not (bundle / "policy.json").is_file():
+                run([str(BIN / "uva-finetune"), "--robot", "pusht", "--pretrained", args.pretrained, "--data", args.data,
+                     "--config", "configs/finetune/pusht_default.yaml", "--run-dir", str(where / "finetune"),
+                     *shlex.split(ft)], where / "finetune.log")
+        if not (bundle / "policy.json").is_file():
+            raise SystemExit(f"variant {name}: no policy bundle at {bundle}")
+        bundles[name] = bundle
+        results = where / "eval" / "results.json"
+        if not results.is_file():
+            run([str(BIN / "uva-eval"), "--env", "pusht", "--policy", str(bundle), "--seeds", args.seeds,
+                 "--workers", str(args.workers), "--output", str(where / "eval"), "--no-videos", *shlex.split(ev)],
+                where / "eval.log")
+        res = json.loads(results.read_text())
+        rewards = {e["seed"]: e["max_reward"] for e in res["episodes"]}
+        mse = heldout_mse(bundle, Path(args.val), shlex.split(ev), args.val_windows)
+        rows.append((name, ft, ev, res, rewards, mse))
+        print(f"{name}: score {res['score']:.4f}, successes {sum(e['success'] for e in res['episodes'])}/"
+              f"{res['num_episodes']}, held-out action mse {mse:.4f}", flush=True)
+    base = rows[0][4]
+    print("\n| variant | fine-tune | eval | score | successes | paired diff vs "
+          f"{rows[0][0]} (+- SE) | better / worse seeds | held-out action MSE |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, ft, ev, res, rewards, mse in rows:
+        seeds = sorted(set(base) & set(rewards))
+        d = np.array([rewards[s] - base[s] for s in seeds])
+        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+        print(f"| {name} | `{ft or '-'}` | `{ev or '-'}` | {res['score']:.4f} | "
+              f"{sum(e['success'] for e in res['episodes'])}/{res['num_episodes']} | {d.mean():+.4f} +- {se:.4f} | "
+              f"{int((d > 1e-9).sum())} / {int((d < -1e-9).sum())} | {mse:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
