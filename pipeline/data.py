@@ -549,7 +549,20 @@ def make_loader(cfg: DataConfig, batch_size: int, rank: int = 0, world_size: int
     return torch.utils.data.DataLoader(MixedStream(cfg, rank, world_size, stats, batch_size, resume),
                                        batch_size=batch_size, collate_fn=collate,
                                        num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
-                                       prefetch_factor=4 if cfg.num_workers > 0 else None)
+                                       prefetch_factor=4 if cfg.num_workers > 0 else None,
+                                       worker_init_fn=_leave_preemption_to_the_trainer if cfg.num_workers else None)
+
+
+def _leave_preemption_to_the_trainer(worker_id: int) -> None:
+    """Loader workers ignore the preemption signals: Slurm (and ``timeout``, ``kill -- -PGID``)
+    signal every process of the job, and a worker that died of it would take the trainer down
+    before its preemption checkpoint. The trainer checkpoints, exits, and its loader stops them."""
+    import signal
+
+    from pipeline.components.distributed import PREEMPT_SIGNALS
+
+    for sig in PREEMPT_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class DataPosition:

@@ -68,19 +68,23 @@ def test_two_rank_deepspeed_zero(stage, data, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_preempt_checkpoint_resume_matches_uninterrupted(data, tmp_path):
+    """The preemption signal reaches every process of the job (Slurm, ``timeout`` and
+    ``kill -- -PGID`` signal the whole group), loader workers included: they leave it to the
+    trainer, which checkpoints and exits 124; the rerun continues exactly."""
     ref = tmp_path / "ref"
-    sets = base_sets(ref, data) + ["zero_stage=2", "total_steps=8", "checkpoint_every=100"]
+    more = ["zero_stage=2", "total_steps=8", "checkpoint_every=100", "data.num_workers=1"]
+    sets = base_sets(ref, data) + more
     run_train(sets, 1, ref / "losses")
     expected = json.loads(Path(f"{ref / 'losses'}.rank0").read_text())["losses"]
 
     job = tmp_path / "job"
-    sets = base_sets(job, data) + ["zero_stage=2", "total_steps=8", "checkpoint_every=100"]
-    proc = run_train(sets, 1, job / "losses", wait=False)
+    sets = base_sets(job, data) + more
+    proc = run_train(sets, 1, job / "losses", wait=False, start_new_session=True)
     seen = []
     for line in proc.stdout:
         seen.append(line)
         if "step 3/8" in line:
-            proc.send_signal(signal.SIGUSR1)  # Slurm's warning signal
+            os.killpg(proc.pid, signal.SIGTERM)  # the whole process group, as Slurm and timeout do
     assert proc.wait(timeout=600) == 124, "".join(seen)[-3000:]
     first = json.loads(Path(f"{job / 'losses'}.rank0").read_text())
     assert first["preempted"] and 3 <= first["step"] < 8
