@@ -50,5 +50,5 @@ $BIN/uva-eval --env pusht --policy "$OUT/finetune/export" --seeds "$EVAL_SEEDS" 
 # the same checkpoint fine-tuned to the two-camera franka set (the default franka recipe's
 # stages, shortened for a CPU); its held-out action error is in the stage's MLflow run
 $BIN/uva-finetune --robot franka --pretrained "$OUT/pretrain/checkpoints" --data "$OUT/latents/franka" \
-    --eval-data "$OUT/latents/franka_val" --run-dir "$OUT/finetune_franka" \
+    --eval-data "$OUT/latents/franka_val" --run-dir "$OUT/finetune_franka" --set train.eval_every=100 \
     --set "stages=[{name: heads, steps: $FR_HEADS, lr: 1.0e-3, warmup_steps: 20, freeze: [backbone]}, {name: all, steps: $FR_ALL, lr: 5.0e-4, warmup_steps: 20}]"
