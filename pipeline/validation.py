@@ -31,7 +31,8 @@ def evaluate(model: UVA, batch: dict, num_steps: int, num_iters: int, generator:
         out = model(**batch, mode_weights=weights, modes=torch.full((b,), i), generator=generator)
         metrics[f"val/loss/{name}"] = float(out["per_sample"].float().mean())
     cond = {k: batch.get(k) for k in ("proprio", "embodiment", "view_mask", "lang")}
-    pred_actions = model.predict_action(batch["history"], num_steps=num_steps, generator=generator, **cond)
+    pred_actions = model.predict_action(batch["history"], num_steps=num_steps, generator=generator,
+                                        action_mask=batch.get("action_mask"), **cond)
     has = batch["has_actions"].bool()
     if has.any():
         err = (pred_actions.float() - batch["actions"].float())[has]  # (n, H, A)

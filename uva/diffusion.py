@@ -97,13 +97,17 @@ class GaussianDiffusion:
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self._gather("sqrt_ac", t, x0.ndim) * x0 + self._gather("sqrt_one_minus_ac", t, x0.ndim) * noise
 
-    def _p_mean_logvar(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_x0: float | None = None):
+    def _p_mean_logvar(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_x0: float | None = None,
+                       known_zero: torch.Tensor | None = None):
         """Model output (eps, v) -> (mean, log variance, x0 prediction) of p(x_{t-1} | x_t).
 
         ``clip_x0`` bounds the x0 prediction before the posterior mean. The cosine schedule's last
         step (beta ~ 0.999) divides by sqrt(alpha) ~ 0.03, so an eps error of e at pure noise
         becomes ~30 e in x_{T-1}, far outside what the denoiser saw in training; bounding x0 keeps
         sampling on the data's scale (Diffusion Policy clips for the same reason).
+        ``known_zero`` (B, D) bool: dimensions whose x0 is known to be zero (a narrower robot's
+        padding, trained with no loss): x0 is zero there and the variance the posterior's, so
+        those dimensions of x_t follow the forward process the denoiser was trained on.
         """
         eps, v = out.float().chunk(2, dim=-1)
         n = x_t.ndim
@@ -114,6 +118,9 @@ class GaussianDiffusion:
         x0 = self._gather("sqrt_recip_ac", t, n) * x_t - self._gather("sqrt_recipm1_ac", t, n) * eps
         if clip_x0:
             x0 = x0.clamp(-clip_x0, clip_x0)
+        if known_zero is not None:
+            x0 = x0.masked_fill(known_zero, 0.0)
+            log_var = torch.where(known_zero, min_log, log_var)
         mean = self._gather("post_c1", t, n) * x0 + self._gather("post_c2", t, n) * x_t
         return mean, log_var, x0
 
@@ -152,9 +159,10 @@ class GaussianDiffusion:
     @torch.no_grad()
     def sample(self, model_fn: ModelFn, shape: tuple[int, ...], cond: torch.Tensor,
                generator: torch.Generator | None = None, temperature: float = 1.0,
-               clip_x0: float | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+               clip_x0: float | None = None, noise: torch.Tensor | None = None,
+               known_zero: torch.Tensor | None = None) -> torch.Tensor:
         """Ancestral sampling over this (possibly respaced) schedule on cond's device; returns x0
-        (shape), float32.
+        (shape), float32; ``known_zero`` as in ``_p_mean_logvar`` (those dimensions return 0).
 
         ``noise`` (num_steps, *shape), drawn beforehand, replaces the draws (its first row is the
         start, row k the noise of the k-th step): the loop then draws nothing and has static
@@ -168,10 +176,10 @@ class GaussianDiffusion:
         for i in reversed(range(self.num_steps)):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
             out = model_fn(x, tmap[t], cond)
-            mean, log_var, _ = self._p_mean_logvar(out, x, t, clip_x0)
+            mean, log_var, _ = self._p_mean_logvar(out, x, t, clip_x0, known_zero)
             if i > 0:
                 eps = rng.randn(shape, generator, device) if noise is None else noise[self.num_steps - i]
                 x = mean + (0.5 * log_var).exp() * eps * temperature
             else:
                 x = mean
-        return x
+        return x if known_zero is None else x.masked_fill(known_zero, 0.0)

@@ -311,8 +311,11 @@ class UVA(nn.Module):
     def sample_actions(self, history: torch.Tensor, future: torch.Tensor | None, future_mask: torch.Tensor,
                        num_steps: int = 100, proprio=None, lang=None, generator=None,
                        temperature: float = 1.0, noise: torch.Tensor | None = None,
-                       embodiment: torch.Tensor | None = None, view_mask: torch.Tensor | None = None) -> torch.Tensor:
+                       embodiment: torch.Tensor | None = None, view_mask: torch.Tensor | None = None,
+                       action_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone once, then the action head only: (B, H, A) normalized actions (float32).
+        ``action_mask`` (B, A): a narrower robot's own dimensions; its padding is sampled as
+        the zeros it was trained as (and returned as zeros).
 
         ``noise`` (num_steps, B, H * A) pre-drawn replaces the sampler's draws (see
         ``GaussianDiffusion.sample``); ``uva.sampler.ActionSampler`` uses it for a static loop.
@@ -322,9 +325,12 @@ class UVA(nn.Module):
         _, action_cond = self.features(history, future, future_mask, None, visible, proprio, lang, embodiment,
                                        view_mask=view_mask)
         shape = (b, self.cfg.action_horizon * self.cfg.action_dim)
+        pad = None
+        if action_mask is not None:  # (B, A) -> (B, H * A), the layout of the flattened chunk
+            pad = ~action_mask.to(history.device).bool()[:, None, :].expand(b, self.cfg.action_horizon, -1).flatten(1)
         x = self.diffusion.respaced(num_steps).sample(self.action_head, shape, action_cond.float(),
                                                       generator, temperature, self.cfg.action_clip or None,
-                                                      noise=noise)
+                                                      noise=noise, known_zero=pad)
         return x.view(b, self.cfg.action_horizon, self.cfg.action_dim)
 
     def predict_action(self, history: torch.Tensor, num_steps: int = 100, **kw) -> torch.Tensor:

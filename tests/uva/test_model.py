@@ -266,6 +266,29 @@ def test_padded_action_dimensions_get_neither_input_nor_loss(make_batch):
     torch.testing.assert_close(loss_for(model, b, "joint", action_mask=full), loss_for(model, b, "joint"))
 
 
+def test_padded_action_dimensions_are_sampled_as_the_zeros_they_were_trained_as(make_batch):
+    """What the action head says about a padded dimension (untrained: no loss there) does not
+    reach the robot's own dimensions of a sampled chunk, and the padding comes back as zeros;
+    without the mask it does."""
+    model = embodied()
+    b = make_batch(2)
+    mask = torch.tensor([[True, True, False]] * 2)
+    other = embodied()
+    a, h = model.cfg.action_dim, model.cfg.action_horizon
+    rows = [k * a + 2 for k in range(h)]  # the padded dimension of each action in the flat chunk
+    with torch.no_grad():  # garbage eps and variance for the padded dimension only
+        for r in rows:
+            other.action_head.out.bias[r] += 3.0
+            other.action_head.out.bias[h * a + r] += 5.0
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    x = model.predict_action(b["history"], num_steps=8, generator=g(), action_mask=mask)
+    y = other.predict_action(b["history"], num_steps=8, generator=g(), action_mask=mask)
+    torch.testing.assert_close(x, y)
+    assert (x[..., 2] == 0).all()
+    assert not torch.allclose(model.predict_action(b["history"], num_steps=8, generator=g())[..., :2],
+                              other.predict_action(b["history"], num_steps=8, generator=g())[..., :2])
+
+
 def test_the_embodiment_reaches_the_model(make_batch):
     """Another robot's row gives other actions from the same frames and noise, and training
     moves only the rows of the robots in the batch."""
