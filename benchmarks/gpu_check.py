@@ -107,6 +107,7 @@ def train_command(args, latents: Path, run_dir: Path, steps: int) -> list[str]:
     sets = [f"data.sources=[{{path: {latents}}}]", "eval_sources=[]", "eval_every=0", f"total_steps={steps}",
             f"checkpoint_every={args.train_steps}", "log_every=20", f"run_dir={run_dir}", "zero_stage=2",
             f"tracking_uri=file:{run_dir / 'mlruns'}", "data.normalization=q01_q99", "optim.warmup_steps=20",
+            "data.num_views=1", "data.action_dim=2",  # PushT alone: one camera, 2-d actions (the bundle's)
             f"data.num_workers={args.data_workers}", f"micro_batch_size={args.batch}"]
     if args.device == "cuda":
         sets += ["precision=bf16", f"model.size={args.train_size}",
