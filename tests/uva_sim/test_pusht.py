@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import cli
 from uva_sim.pusht.env import (
     GOAL_POSE,
+    INSTRUCTION,
     advance,
     coverage_of,
     get_state,
@@ -109,7 +110,7 @@ class _ScriptedPolicy:
         self.calls.clear()
 
     def __call__(self, obs, num_actions):
-        self.calls.append({k: v.shape for k, v in obs.items()})
+        self.calls.append({k: getattr(v, "shape", v) for k, v in obs.items()})
         return np.tile(np.array([[20.0, 20.0]]), (16, 1))
 
 
@@ -119,7 +120,7 @@ def test_runner_protocol_bookkeeping():
     res = run_episode(env, pol, 100000, max_steps=20, action_steps=8, record=True)
     # 20 steps in chunks of 8: calls at 0, 8, 16; the last chunk is cut at the step limit
     assert res.steps == 20 and len(pol.calls) == 3
-    assert pol.calls[0] == {"image": (3, 96, 96, 3), "agent_pos": (3, 2)}
+    assert pol.calls[0] == {"image": (3, 96, 96, 3), "agent_pos": (3, 2), "instruction": INSTRUCTION}
     assert res.frames.shape == (20, 96, 96, 3) and res.actions.shape == (20, 2)
     assert res.max_reward == pytest.approx(reward_from_coverage(res.max_coverage))
     assert not res.success
