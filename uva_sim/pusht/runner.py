@@ -31,7 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from uva_io.files import atomic_write
-from uva_sim.pusht.env import ARENA, INSTRUCTION, SUCCESS_COVERAGE, get_state, legacy_start_state, make_env, reward_from_coverage
+from uva_sim.pusht.env import (
+    ARENA,
+    INSTRUCTION,
+    SUCCESS_COVERAGE,
+    get_state,
+    legacy_start_state,
+    make_env,
+    reward_from_coverage,
+)
 
 TEST_SEEDS = tuple(range(100000, 100050))
 
