@@ -209,35 +209,23 @@ def _fit_views(cfg, own: dict, state: dict) -> tuple[dict, set[str]]:
     not the checkpoint's as they were)."""
     have, want = state.get(VIEW_POS), own.get(VIEW_POS)
     vh, vw = (1 if have is None else have.shape[2]), (1 if want is None else want.shape[2])
-    if cfg is None or vh == vw or SPACE_POS not in state or state[SPACE_POS].shape != own.get(SPACE_POS, state[SPACE_POS]).shape:
+    same_grid = SPACE_POS in state and state[SPACE_POS].shape == own.get(SPACE_POS, state[SPACE_POS]).shape
+    if cfg is None or vh == vw or not same_grid:
         return state, set()  # same views, or another layout altogether (reported by the caller)
-    tf, n, r = cfg.num_future, cfg.tokens_per_frame, cfg.action_readout_dim
+    tf, n = cfg.num_future, cfg.tokens_per_frame
     state, refit = dict(state), set()
-
-    def fit(name: str, pre: int, post: int, zero: bool = False) -> None:
-        """state[name] viewed as (pre, Tf, V, post) along its views, made the model's shape."""
-        x, ref = state.get(name), own.get(name)
-        if x is None or ref is None or x.numel() != pre * tf * vh * post or ref.numel() != pre * tf * vw * post:
-            return
-        x, ref = x.reshape(pre, tf, vh, post), ref.reshape(pre, tf, vw, post)
-        keep = min(vh, vw)
-        extra = torch.zeros_like(ref[:, :, keep:]) if zero else ref[:, :, keep:]
-        state[name] = torch.cat([x[:, :, :keep].to(ref.dtype), extra], 2).reshape(own[name].shape)
-        refit.add(name)
-
     pos = own.get(DECODER_POS)
-    if pos is not None and DECODER_POS in state:
+    if pos is not None and DECODER_POS in state:  # prefix tokens first, then the (Tf, V, N) grid
         prefix = pos.shape[1] - tf * vw * n
-        if state[DECODER_POS].shape[1] - tf * vh * n == prefix >= 0:
-            head, rest = state[DECODER_POS][:, :prefix], state[DECODER_POS][:, prefix:]
-            state[DECODER_POS] = rest  # fitted as tokens, the prefix put back in front
-            own = {**own, DECODER_POS: pos[:, prefix:]}
-            fit(DECODER_POS, 1, n * pos.shape[2])
-            state[DECODER_POS] = torch.cat([head.to(pos.dtype), state[DECODER_POS]], 1)
-    d = own[VIDEO_POS].shape[2] if VIDEO_POS in own else 0
-    fit(VIDEO_POS, 1, n * d)
-    if r and ACTION_POOL in own:
-        fit(ACTION_POOL, own[ACTION_POOL].shape[0], n * r, zero=True)
+        x = state[DECODER_POS]
+        if x.shape[1] - tf * vh * n == prefix >= 0:
+            grid = _resize_views(x[:, prefix:], pos[:, prefix:], tf, vh, vw)
+            state[DECODER_POS] = torch.cat([x[:, :prefix].to(pos.dtype), grid], 1)
+            refit.add(DECODER_POS)
+    for name, zero in ((VIDEO_POS, False), (ACTION_POOL, True)):
+        if name in state and name in own and state[name].numel() * vw == own[name].numel() * vh:
+            state[name] = _resize_views(state[name], own[name], tf, vh, vw, zero)
+            refit.add(name)
     if want is None:  # -> one view
         state[SPACE_POS] = state[SPACE_POS] + have[:, :, 0].to(state[SPACE_POS].dtype)
         state.pop(VIEW_POS)
@@ -248,9 +236,18 @@ def _fit_views(cfg, own: dict, state: dict) -> tuple[dict, set[str]]:
         have = torch.zeros_like(want[:, :, :1])
         state[ABSENT] = own[ABSENT]
         refit.add(ABSENT)
-    keep = min(vh, vw)
-    state[VIEW_POS] = torch.cat([have[:, :, :keep].to(want.dtype), want[:, :, keep:]], 2)
+    state[VIEW_POS] = _resize_views(have, want, 1, vh, vw)
     return state, refit
+
+
+def _resize_views(x: torch.Tensor, ref: torch.Tensor, frames: int, vh: int, vw: int,
+                  zero: bool = False) -> torch.Tensor:
+    """``x``, laid out (dim 0, frames, vh views, rest) after its first dimension, in ``ref``'s
+    shape (vw views): x's first views, then ref's (or zeros) for the views x lacks."""
+    x, r = x.reshape(x.shape[0], frames, vh, -1), ref.reshape(ref.shape[0], frames, vw, -1)
+    keep = min(vh, vw)
+    extra = torch.zeros_like(r[:, :, keep:]) if zero else r[:, :, keep:]
+    return torch.cat([x[:, :, :keep].to(r.dtype), extra], 2).reshape(ref.shape)
 
 
 def _grow_embodiments(own: dict, state: dict, source) -> tuple[dict, set[str]]:

@@ -46,7 +46,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_1d: bool)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not no_decay_1d:
         return [{"params": [p for _, p in named], "weight_decay": weight_decay}]
-    flat = [p for n, p in named if p.ndim <= 1 or n.endswith(".bias")]
-    rest = [p for n, p in named if not (p.ndim <= 1 or n.endswith(".bias"))]
+    is_flat = {n: p.ndim <= 1 or n.endswith(".bias") for n, p in named}
+    flat = [p for n, p in named if is_flat[n]]
+    rest = [p for n, p in named if not is_flat[n]]
     return [g for g in ({"params": rest, "weight_decay": weight_decay}, {"params": flat, "weight_decay": 0.0})
             if g["params"]]
