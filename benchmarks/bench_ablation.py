@@ -105,6 +105,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--val-windows", type=int, default=512)
     p.add_argument("--variant", nargs=3, action="append", required=True, metavar=("NAME", "FINETUNE_ARGS", "EVAL_ARGS"))
+    p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="also print the paired difference B - A of two variants (e.g. pretrained vs scratch)")
     args = p.parse_args()
     out = Path(args.out)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.node()} cpus={os.cpu_count()} torch={torch.__version__}",
@@ -135,13 +137,33 @@ def main() -> None:
         print(f"{name}: score {res['score']:.4f}, successes {sum(e['success'] for e in res['episodes'])}/"
               f"{res['num_episodes']}, held-out action mse {mse:.4f}", flush=True)
     base = rows[0][4]
+    by_name = {r[0]: r for r in rows}
+    unknown = [n for pair in args.pair for n in pair if n not in by_name]
+    if unknown:
+        raise SystemExit(f"--pair: no variant named {unknown[0]!r}")
+    print_table(rows, base)
+    if args.pair:
+        print("\n| B | A | score B | score A | paired diff B - A (+- SE) | better / worse seeds |")
+        print("|---|---|---|---|---|---|")
+        for a, b in args.pair:
+            d, se = paired(by_name[a][4], by_name[b][4])
+            print(f"| {b} | {a} | {by_name[b][3]['score']:.4f} | {by_name[a][3]['score']:.4f} | "
+                  f"{d.mean():+.4f} +- {se:.4f} | {int((d > 1e-9).sum())} / {int((d < -1e-9).sum())} |")
+
+
+def paired(base: dict, rewards: dict) -> tuple[np.ndarray, float]:
+    """Per-seed differences rewards - base over the common seeds, and their standard error."""
+    seeds = sorted(set(base) & set(rewards))
+    d = np.array([rewards[s] - base[s] for s in seeds])
+    return d, (d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan"))
+
+
+def print_table(rows: list, base: dict) -> None:
     print("\n| variant | fine-tune | eval | score | successes | paired diff vs "
           f"{rows[0][0]} (+- SE) | better / worse seeds | held-out action MSE |")
     print("|---|---|---|---|---|---|---|---|")
     for name, ft, ev, res, rewards, mse in rows:
-        seeds = sorted(set(base) & set(rewards))
-        d = np.array([rewards[s] - base[s] for s in seeds])
-        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+        d, se = paired(base, rewards)
         print(f"| {name} | `{ft or '-'}` | `{ev or '-'}` | {res['score']:.4f} | "
               f"{sum(e['success'] for e in res['episodes'])}/{res['num_episodes']} | {d.mean():+.4f} +- {se:.4f} | "
               f"{int((d > 1e-9).sum())} / {int((d < -1e-9).sum())} | {mse:.4f} |")

@@ -58,6 +58,9 @@ class FinetuneConfig:
     model_size: str | None = None  # refuse a checkpoint of another size (None = any)
     export_sampling_steps: int = 16  # diffusion steps the exported policy samples with
     use_proprio: bool = True  # give the model the robot's proprioception (when its YAML names some)
+    # the pretrained model's architecture with fresh weights: the control run of a pretraining
+    # benefit measurement (same model, recipe and steps; only the initialization differs)
+    from_scratch: bool = False
     run_dir: str = "runs/finetune"
 
     def validate(self) -> None:
@@ -173,11 +176,15 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
             total_steps=st.steps, freeze=list(st.freeze), run_dir=str(root / f"stage{i}_{st.name}"),
             tracking_uri=tracking, experiment=base.experiment if base.experiment != "uva-pretrain"
             else f"uva-finetune-{robot.name}",
-            init_from=str(weights) if prev is None else str(prev), init_weights=base.init_weights)
+            init_from=(None if cfg.from_scratch else str(weights)) if prev is None else str(prev),
+            init_weights=base.init_weights)
         tc.validate()
         stages.append(tc)
         prev = Path(tc.run_dir) / "checkpoints"
-    info = {"robot": robot, "stats": stats, "proprio_stats": proprio, "weights": str(weights), "arch": arch}
+    if cfg.from_scratch:
+        print(f"[finetune] from scratch: the architecture of {weights}, fresh weights", flush=True)
+    info = {"robot": robot, "stats": stats, "proprio_stats": proprio, "arch": arch,
+            "weights": "none (from scratch)" if cfg.from_scratch else str(weights)}
     return stages, info
 
 
@@ -199,11 +206,16 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--run-dir", default=None)
     p.add_argument("--vae", default=None, help="VAE bundle for the export (default: the one the shards name)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train --pretrained's architecture from fresh weights (the control of a pretraining "
+                        "benefit measurement)")
     args = p.parse_args(argv)
     try:
         cfg = load_config(FinetuneConfig, args.config, args.set)
         if args.run_dir:
             cfg = replace(cfg, run_dir=args.run_dir)
+        if args.from_scratch:
+            cfg = replace(cfg, from_scratch=True)
         stages, info = plan(cfg, args.robot, args.pretrained, args.data, args.eval_data)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -39,6 +39,10 @@ class UVAConfig:
     grad_checkpointing: bool = False  # recompute blocks in backward to save memory
     action_readout_dim: int = 8  # channels each future token keeps for the action condition
     # (spatial readout, where things are in the frame survives); 0 = mean over each frame's tokens
+    # "chunk": one condition for the whole action chunk, which the action head denoises as one
+    # vector; "per_action": each future frame's grid through a 3x3 conv, pooled to 4x4 and an MLP,
+    # mapped over time to one condition per action, each action denoised on its own condition
+    action_cond: str = "chunk"
     # diffusion heads
     head_width: int = 1024
     head_depth: int = 6
@@ -98,6 +102,8 @@ class UVAConfig:
                 raise ValueError(f"model.{key}={getattr(self, key)} is not a multiple of num_heads={self.num_heads}")
         if self.mask_kind not in ("token", "tube"):
             raise ValueError(f"model.mask_kind must be 'token' or 'tube', got {self.mask_kind!r}")
+        if self.action_cond not in ("chunk", "per_action"):
+            raise ValueError(f"model.action_cond must be 'chunk' or 'per_action', got {self.action_cond!r}")
         if self.mask_token_space not in ("latent", "width"):
             raise ValueError(f"model.mask_token_space must be 'latent' or 'width', got {self.mask_token_space!r}")
         if not 0.0 <= self.dropout < 1.0:

@@ -124,7 +124,8 @@ class JointEmbed(nn.Module):
 
 
 class Readout(nn.Module):
-    """Decoder features -> per-token video condition and per-chunk action condition.
+    """Decoder features -> per-token video condition and the action condition: one per chunk
+    (``action_cond`` "chunk", (B, D)) or one per action ("per_action", (B, H, D)).
 
     The action condition reads the future frames and the prefix tokens (buffer tokens, which
     carry the proprioception, and language: global tokens that attend to everything). With
@@ -132,20 +133,52 @@ class Readout(nn.Module):
     projected, so where the objects are in the frame reaches the action head (a mean over the
     frame's tokens would keep only what attention happened to write into every token); r = 0
     uses that frame mean.
+
+    "per_action": each future frame's grid of every view goes through a 3x3 convolution, is
+    pooled to 4x4 and projected (the views summed), an MLP gives one vector per frame, a linear
+    map over time turns the frames' vectors into one per action, refined by an MLP. No parameter
+    depends on the number of views.
     """
+
+    POOL = 4  # the per-action readout's pooled grid (POOL x POOL per frame and view)
 
     def __init__(self, cfg: UVAConfig, num_prefix: int):
         super().__init__()
         self.cfg, self.num_prefix = cfg, num_prefix
         d, r = cfg.decoder_width, cfg.action_readout_dim
         self.video_pos = nn.Parameter(torch.zeros(1, cfg.num_future * cfg.tokens_per_step, d))
-        self.reduce = nn.Linear(d, r) if r else None
-        self.action_pool = nn.Linear(cfg.num_future * (cfg.tokens_per_step * r if r else d), d)
+        self.per_action = cfg.action_cond == "per_action"
+        self.reduce = nn.Linear(d, r) if r and not self.per_action else None
+        if self.per_action:
+            self.frame_conv = nn.Conv2d(d, d, 3, padding=1)
+            self.frame_pool = nn.AdaptiveAvgPool2d(self.POOL)
+            self.frame_in = nn.Linear(self.POOL * self.POOL * d, d)
+            self.frame_out = nn.Linear(d, d)
+            self.to_actions = nn.Linear(cfg.num_future, cfg.action_horizon)  # frames -> actions, over time
+            self.refine = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
+        else:
+            self.action_pool = nn.Linear(cfg.num_future * (cfg.tokens_per_step * r if r else d), d)
         self.prefix_pool = nn.Linear(d, d) if num_prefix else None
         nn.init.normal_(self.video_pos, std=0.02)
 
+    def _per_action(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) future tokens -> (B, H, D) action conditions."""
+        c, g = self.cfg, self.cfg.grid
+        b = z.shape[0]
+        x = rearrange(z, "b (t v h w) d -> (b t v) d h w", t=c.num_future, v=c.num_views, h=g, w=g)
+        x = self.frame_pool(torch.relu(self.frame_conv(x))).flatten(1)  # (B Tf V, POOL^2 D)
+        x = self.frame_in(x).view(b, c.num_future, c.num_views, -1).sum(2)  # (B, Tf, D)
+        x = self.frame_out(torch.relu(x))
+        x = self.to_actions(x.transpose(1, 2)).transpose(1, 2)  # (B, H, D)
+        return self.refine(x)
+
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         prefix, z = z[:, : self.num_prefix], z[:, self.num_prefix :]  # (B, P, D), (B, L, D)
+        if self.per_action:
+            action = self._per_action(z)
+            if self.prefix_pool is not None:
+                action = action + self.prefix_pool(prefix.mean(1)).unsqueeze(1)
+            return z + self.video_pos, action
         if self.reduce is not None:
             pooled = self.reduce(z).flatten(1)  # (B, L * r)
         else:
@@ -173,8 +206,9 @@ class UVA(nn.Module):
         # difference is diluted by attention and the prefix mean)
         self.lang_skip = nn.Linear(cfg.lang_tokens * cfg.lang_dim, cfg.decoder_width) if cfg.lang_dim else None
         self.video_head = DiffusionMLP(cfg.token_dim, cfg.decoder_width, cfg.head_width, cfg.head_depth)
-        self.action_head = DiffusionMLP(cfg.action_horizon * cfg.action_dim, cfg.decoder_width,
-                                        cfg.action_head_width, cfg.action_head_depth)
+        # the action head denoises the whole chunk, or (per_action) each action on its own condition
+        self.action_head = DiffusionMLP(cfg.action_dim * (1 if cfg.action_cond == "per_action" else cfg.action_horizon),
+                                        cfg.decoder_width, cfg.action_head_width, cfg.action_head_depth)
         self.diffusion = GaussianDiffusion.cosine(cfg.diffusion_steps)
         self.apply(self._init_linear)
         self.video_head.reset_parameters()
@@ -239,8 +273,14 @@ class UVA(nn.Module):
                        view_mask)
         video_cond, action_cond = self.readout(self.backbone(x))
         if self.lang_skip is not None and lang is not None:
-            action_cond = action_cond + self.lang_skip(lang.flatten(1).to(dtype))
+            skip = self.lang_skip(lang.flatten(1).to(dtype))
+            action_cond = action_cond + (skip.unsqueeze(1) if action_cond.ndim == 3 else skip)
         return video_cond, action_cond
+
+    def _action_rows(self, b: int) -> tuple[int, int]:
+        """(rows, row size) of the action head's target: (B, H * A) or, per action, (B * H, A)."""
+        h, a = self.cfg.action_horizon, self.cfg.action_dim
+        return (b * h, a) if self.cfg.action_cond == "per_action" else (b, h * a)
 
     # --- training --------------------------------------------------------------------------
     def _diffusion_rows(self, head: nn.Module, x0: torch.Tensor, cond: torch.Tensor,
@@ -294,13 +334,16 @@ class UVA(nn.Module):
         video_per = video_sum / sel.sum(1).clamp(min=1) * masks["video_loss"]
 
         # action loss: whole chunk per sample whose mode learns actions
-        act_target, dims = actions.float().flatten(1), None
-        if action_mask is not None:  # (B, A) -> (B, H * A), the layout of the flattened chunk; padding
-            # is zeroed in the target too (the head sees every dimension of the noised chunk)
-            dims = action_mask.to(device)[:, None, :].expand(b, cfg.action_horizon, -1).flatten(1).float()
+        # (per action: a row per action, the chunk's loss their mean)
+        shape = self._action_rows(b)
+        act_target, dims = actions.float().reshape(shape), None
+        if action_mask is not None:  # (B, A) -> the layout of the rows; padding is zeroed in the
+            # target too (the head sees every dimension of the noised chunk)
+            dims = action_mask.to(device)[:, None, :].expand(b, cfg.action_horizon, -1).reshape(shape).float()
             act_target = act_target * dims
-        act_rows = self._diffusion_rows(self.action_head, act_target, action_cond, generator, dims)
-        action_per = act_rows * action_w
+        act_rows = self._diffusion_rows(self.action_head, act_target, action_cond.reshape(shape[0], -1), generator,
+                                        dims)
+        action_per = act_rows.view(b, -1).mean(1) * action_w
 
         per_sample = video_per + action_per
         return {"loss": per_sample.mean(), "video_loss": video_per, "action_loss": action_per,
@@ -324,11 +367,14 @@ class UVA(nn.Module):
         visible = torch.zeros(b, dtype=torch.bool, device=history.device)
         _, action_cond = self.features(history, future, future_mask, None, visible, proprio, lang, embodiment,
                                        view_mask=view_mask)
-        shape = (b, self.cfg.action_horizon * self.cfg.action_dim)
+        shape = self._action_rows(b)  # (B, H * A), or (B * H, A) per action
         pad = None
-        if action_mask is not None:  # (B, A) -> (B, H * A), the layout of the flattened chunk
-            pad = ~action_mask.to(history.device).bool()[:, None, :].expand(b, self.cfg.action_horizon, -1).flatten(1)
-        x = self.diffusion.respaced(num_steps).sample(self.action_head, shape, action_cond.float(),
+        if action_mask is not None:  # (B, A) -> the layout of the rows
+            pad = ~action_mask.to(history.device).bool()[:, None, :].expand(b, self.cfg.action_horizon, -1)
+            pad = pad.reshape(shape)
+        if noise is not None:  # (num_steps, B, H * A): the same draws in the rows' layout
+            noise = noise.reshape(noise.shape[0], *shape)
+        x = self.diffusion.respaced(num_steps).sample(self.action_head, shape, action_cond.reshape(shape[0], -1).float(),
                                                       generator, temperature, self.cfg.action_clip or None,
                                                       noise=noise, known_zero=pad)
         return x.view(b, self.cfg.action_horizon, self.cfg.action_dim)

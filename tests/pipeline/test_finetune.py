@@ -337,3 +337,31 @@ def test_a_recipe_sets_how_the_model_trains_but_not_its_architecture(world):
     assert (got["dropout"], got["mask_kind"], got["width"]) == (0.1, "tube", 32)
     with pytest.raises(ValueError, match=r"train.model.overrides \['width'\]: the architecture comes from --pretrained"):
         stages({"width": 64})
+
+
+@pytest.mark.slow
+def test_from_scratch_trains_the_pretrained_architecture_from_fresh_weights(world, tmp_path):
+    """--from-scratch: the control run of a pretraining-benefit measurement. The model has the
+    checkpoint's architecture and the recipe's stages, but none of its weights: a backbone frozen
+    in the first stage is the fresh init, not the pretrained one; the bundle says so."""
+    from safetensors.torch import load_file
+
+    pre = load_file(str(world["ckpt"] / "step_3" / "ema.safetensors"))
+    stages = "[{name: heads, steps: 1, lr: 1.0e-3, freeze: [backbone]}]"
+    runs = {}
+    for name, extra in (("pretrained", []), ("scratch", ["--from-scratch"])):
+        run = tmp_path / name
+        proc = finetune(["--robot", "pusht", "--pretrained", str(world["ckpt"]), "--data", str(world["root"] / "pusht"),
+                         *recipe(run, stages), *extra])
+        runs[name] = load_file(str(run / "stage0_heads" / "checkpoints" / "step_1" / "model.safetensors"))
+        arch = json.loads((run / "stage0_heads" / "checkpoints" / "step_1" / "model_config.json").read_text())
+        meta = json.loads((run / "export" / "policy.json").read_text())
+        assert arch["width"] == json.loads((world["ckpt"] / "step_3" / "model_config.json").read_text())["width"]
+        if name == "scratch":
+            assert "from scratch: the architecture of" in proc.stdout and "initialized from" not in proc.stdout
+            assert meta["source"]["pretrained"] == "none (from scratch)"
+    backbone = [k for k in pre if k.startswith("backbone.")]
+    assert all(torch.equal(pre[k], runs["pretrained"][k]) for k in backbone)
+    matrices = [k for k in backbone if pre[k].ndim >= 2]
+    assert matrices and all(not torch.equal(pre[k], runs["scratch"][k]) for k in matrices)
+    assert runs["pretrained"].keys() == runs["scratch"].keys()
