@@ -64,3 +64,24 @@ def test_gpu_check_runs_without_the_packages_left_out(tmp_path):
     index = json.loads((tmp_path / "work" / "latents" / "index.json").read_text())
     assert index["vae_precision"] == "fp32" and index["num_episodes"] == 2
     assert (tmp_path / "work" / "bundle" / "policy.json").is_file()
+
+
+def test_gpu_pusht_recipe_runs_its_stages_without_the_packages_left_out(tmp_path):
+    """The GPU recipe's path (demos, encode, per-action uva model with proprioception, export
+    with its statistics, closed loop) at tiny sizes on the CPU, without the packages the GPU
+    machine lacks."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    env = {**os.environ, "PYTHONPATH": str(site), "MLFLOW_ALLOW_FILE_STORE": "true"}
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_pusht_recipe.py", "--quick", "--device", "cpu",
+                           "--workers", "1", "--work", str(tmp_path / "work"), "--json", str(tmp_path / "t.json")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import json
+
+    out = json.loads((tmp_path / "t.json").read_text())
+    assert [r[0] for r in out["rows"]][-1] == "total" and len(out["episodes"]) == 1
+    meta = json.loads((tmp_path / "work" / "bundle" / "policy.json").read_text())
+    assert meta["model_config"]["action_cond"] == "per_action" and meta["model_config"]["proprio_dim"] == 2
+    assert meta["proprio_stats"]["dim"] == 2
