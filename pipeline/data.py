@@ -87,6 +87,10 @@ class DataConfig:
     shuffle_buffer: int = 256  # windows held for shuffling per source, after the episode pool
     num_workers: int = 1  # DataLoader workers per rank
     seed: int = 0
+    # training windows shifted by up to this many latent cells in x and y, one shift for every
+    # frame and view of a window (clip-consistent), edge cells repeated: the latent counterpart
+    # of a random crop (one cell = the VAE's downsampling factor in pixels); 0 = none
+    augment_shift: int = 0
     # robot names with an embodiment vector, id = position (set by training from the model; empty:
     # every sample gets id 0 and the model has no embodiment table)
     embodiments: list[str] = field(default_factory=list)
@@ -105,6 +109,8 @@ class DataConfig:
                                  f"data.num_views is {self.num_views} (fewer are absent views, more do not fit)")
         if self.num_views < 1:
             raise ValueError(f"data.num_views must be >= 1, got {self.num_views}")
+        if self.augment_shift < 0:
+            raise ValueError(f"data.augment_shift must be >= 0, got {self.augment_shift}")
         if self.shuffle_buffer < 1 or self.shuffle_episodes < 1 or self.num_workers < 0 or self.action_dim <= 0 or self.proprio_dim < 0:
             raise ValueError("data.shuffle_buffer, shuffle_episodes and action_dim must be positive, num_workers and "
                              "proprio_dim >= 0")
@@ -416,6 +422,7 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         if st is None:
             return self.restore
         return {"pos": list(self.pos), "rng": st["rng"].getstate(), "corrupt": self.num_corrupt,
+                **({"shift_rng": st["shift_rng"].getstate()} if st.get("shift_rng") else {}),
                 "pool": [(key, list(starts)) for key, _, starts in st["pool"]],
                 "buffer": [(key, start) for key, start, _ in st["buffer"]]}
 
@@ -429,6 +436,10 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         wid, _ = self._consumer()
         # zlib, not hash(): str hashes change per process, and the stream must replay exactly
         rng = random.Random(zlib.crc32(f"{self.cfg.seed}/{self.rank}/{wid}/{self.root}".encode()))
+        # the shifts of augment_shift: a generator of their own, so the windows and their order are
+        # those of the stream without augmentation
+        k = self.cfg.augment_shift
+        shift_rng = random.Random(zlib.crc32(f"{self.cfg.seed}/{self.rank}/{wid}/{self.root}/shift".encode())) if k else None
         pool: list[tuple[str, dict, list[int]]] = []
         buffer: list[tuple[str, int, dict]] = []
         saved, self.restore = self.restore, None
@@ -436,12 +447,14 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         if saved is not None:
             epoch, shard, skip = saved["pos"]
             rng.setstate(_as_rng_state(saved["rng"]))
+            if shift_rng is not None and "shift_rng" in saved:
+                shift_rng.setstate(_as_rng_state(saved["shift_rng"]))
             self.num_corrupt = saved["corrupt"]
             eps = self._load({k for k, _ in saved["pool"]} | {k for k, _ in saved["buffer"]})
             pool = [(k, eps[k], list(starts)) for k, starts in saved["pool"]]
             buffer = [(k, start, self._window(eps[k], start)) for k, start in saved["buffer"]]
         self.pos = [epoch, shard, skip]
-        self._state = {"rng": rng, "pool": pool, "buffer": buffer}
+        self._state = {"rng": rng, "pool": pool, "buffer": buffer, "shift_rng": shift_rng}
         episodes = self._episodes(self._samples(epoch, shard, skip), whole_pass=shard == 0 and skip == 0)
         while True:
             while len(pool) < self.cfg.shuffle_episodes:
@@ -461,7 +474,26 @@ class ShardSetStream(torch.utils.data.IterableDataset):
                 continue
             j = rng.randrange(len(buffer))
             buffer[j], item = item, buffer[j]
-            yield item[2]
+            if shift_rng is None:
+                yield item[2]
+            else:  # its generator is saved with the position: a resumed stream shifts the same way
+                yield shift_window(item[2], shift_rng.randint(-k, k), shift_rng.randint(-k, k))
+
+
+def shift_window(sample: dict, dy: int, dx: int) -> dict:
+    """The window's latents (history and future, every view) moved by (dy, dx) cells, the edge
+    cells repeated into the space left behind; the rest of the window as it was."""
+    if not dy and not dx:
+        return sample
+    out = dict(sample)
+    for key in ("history", "future"):
+        x = sample[key]
+        s = x.shape[-1]
+        k = max(abs(dy), abs(dx))
+        flat = torch.nn.functional.pad(x.reshape(-1, *x.shape[-3:]), (k, k, k, k), mode="replicate")
+        # content moves by (dy, dx): the new cell (i, j) holds the old (i - dy, j - dx)
+        out[key] = flat[..., k - dy : k - dy + s, k - dx : k - dx + s].reshape(x.shape).contiguous()
+    return out
 
 
 def _as_rng_state(state) -> tuple:

@@ -106,7 +106,7 @@ class Validator:
 
         cfg = self.cfg
         data = replace(cfg.data, sources=cfg.eval_sources or cfg.data.sources, seed=cfg.data.seed + 1 + step,
-                       num_workers=0)
+                       num_workers=0, augment_shift=0)  # held-out windows as they are
         # held-out actions are normalized with the training statistics
         batch = next(iter(make_loader(data, cfg.eval_batch_size, self.rank, self.world_size,
                                       stats=merged_stats(cfg.data.sources))))

@@ -25,7 +25,8 @@ from uva_io.shardset import INDEX_FORMAT, compute_action_stats, iter_tar_samples
 def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: bool, vae: str = "vae0",
              per_shard: int = 2, corrupt: bool = False, action_dim: int = 2, latent=(4, 2, 2),
              config: dict | None = None, proprio_dim: int = 0, cameras: tuple[str, ...] = ("main",),
-             instructions: list[str] | None = None, text_encoder: str = "hash:32", text_tokens: int = 4) -> Path:
+             instructions: list[str] | None = None, text_encoder: str = "hash:32", text_tokens: int = 4,
+             ramp: bool = False) -> Path:
     """A shard set of synthetic latents; ``instructions`` (one per episode, "" = none) are stored
     as the tokens of ``text_encoder``, as the encode job does."""
     from uva_io.text import describe, load_text_encoder
@@ -37,6 +38,8 @@ def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: b
         samples = []
         for e in range(s, min(s + per_shard, episodes)):
             lat = np.full((frames, *latent), e, np.float16) + np.arange(frames, dtype=np.float16)[:, None, None, None]
+            if ramp:  # cells differ within a frame (a shift shows)
+                lat = lat + np.arange(latent[1] * latent[2], dtype=np.float16).reshape(latent[1:]) / 64
             sample = {"__key__": f"{robot}{e}", "meta.json": json.dumps({"robot": robot}).encode()}
             for c, cam in enumerate(cameras):  # camera c: the frame value + 100 c
                 sample[f"latents.{cam}.npy"] = npy_bytes(lat + np.float16(100 * c))
@@ -378,3 +381,39 @@ def test_shard_sets_read_over_http(tmp_path):
         assert one_pass(url) == one_pass(str(root))
     finally:
         server.shutdown()
+
+
+def test_shift_augmentation_moves_the_whole_clip_alike_and_resumes_exactly(tmp_path):
+    """augment_shift: every frame (history and future) of a window moves by one shift, the
+    edge cells repeat into the space left behind, actions are untouched, shifts vary across
+    windows, and a resumed stream shifts its windows as the uninterrupted one does."""
+    from pipeline.data import DataPosition, shift_window
+
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    moved = shift_window({"history": x, "future": x + 100, "actions": torch.ones(3)}, 1, -1)
+    h = moved["history"]
+    assert torch.equal(h[:, :, 1:, :3], x[:, :, :3, 1:])  # content moved down one, left one
+    assert torch.equal(h[:, :, 0, :3], x[:, :, 0, 1:]) and torch.equal(h[:, :, :, 3], h[:, :, :, 2])  # edges repeat
+    assert torch.equal(moved["future"] - 100, h) and torch.equal(moved["actions"], torch.ones(3))
+    views = torch.randn(2, 3, 4, 5, 5)  # (T, V, C, S, S): every view alike
+    v = shift_window({"history": views, "future": views}, 2, 0)["history"]
+    assert torch.equal(v[..., 2:, :], views[..., :3, :])
+
+    latent = (1, 6, 6)
+    make_set(tmp_path / "robot", "arm", 6, 30, True, per_shard=2, latent=latent, ramp=True)
+    plain = DataConfig(sources=[SourceConfig(str(tmp_path / "robot"))], window=WindowConfig(2, 2, 2, 4),
+                       shuffle_episodes=3, shuffle_buffer=5, num_workers=0)
+    aug = replace(plain, augment_shift=1)
+    ref = iter(make_loader(plain, 8))
+    got = iter(make_loader(aug, 8))
+    shifted = 0
+    for _ in range(4):
+        a, b = next(ref), next(got)
+        assert torch.equal(a["actions"], b["actions"])  # the same windows in the same order
+        shifted += int((a["history"] != b["history"]).flatten(1).any(1).sum())
+    assert shifted > 16  # most of the 32 windows moved (8 of the 9 shifts move them)
+    run, pos = iter(make_loader(aug, 4)), DataPosition(0)
+    batches(run, pos, 7)
+    saved = pos.state()
+    want = batches(run, pos, 6)
+    assert same(batches(iter(make_loader(aug, 4, resume=saved)), DataPosition(0, saved), 6), want)
