@@ -16,6 +16,11 @@ seeds better / worse) and the held-out action MSE (normalized units, sampled chu
         --variant baseline "@runs/default/finetune/export" "" \\
         --variant no_proprio "--set use_proprio=false" "" \\
         --variant steps100 "@baseline" "--sampling-steps 100"
+
+FINETUNE_ARGS may name another ``--pretrained`` or ``--data`` (the last one counts), e.g. a
+pretraining-benefit run: ``--variant scratch " --from-scratch" ""`` (an argument that starts
+with a dash needs a leading space, or argparse takes it for an option) and ``--pair baseline
+scratch`` for the paired difference of any two variants.
 """
 
 from __future__ import annotations
