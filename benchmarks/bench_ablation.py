@@ -8,8 +8,9 @@ folder), another variant's policy; then ``uva-eval`` on the seeds plus EVAL_ARGS
 ``--sampling-steps 100``). Work already done (an exported bundle, an eval's results.json) is
 reused, so an interrupted ablation resumes. Printed: a markdown table with each variant's score,
 successes, the paired difference to the first variant (mean +- standard error over the seeds,
-seeds better / worse) and the held-out action MSE (normalized units, sampled chunks of
-``--val`` windows, with the variant's sampling settings).
+seeds better / worse), the held-out action MSE (normalized units, sampled chunks of ``--val``
+windows, with the variant's sampling settings) and those chunks' jitter relative to the demos'
+(mean step between consecutive actions; a low MSE with a jitter far from 1 does not drive well).
 
     python benchmarks/bench_ablation.py --pretrained runs/default/pretrain/checkpoints \\
         --data runs/default/latents/pusht --val runs/default/latents/pusht_val --out runs/ablate \\
@@ -52,8 +53,10 @@ def run(cmd: list[str], log: Path) -> None:
     print(f"# {time.time() - t0:.0f} s: {shlex.join(cmd)}", flush=True)
 
 
-def heldout_mse(bundle: Path, val: Path, eval_args: list[str], max_windows: int) -> float:
-    """Sampled-chunk MSE (normalized units, the robot's dimensions) on the held-out windows."""
+def heldout_mse(bundle: Path, val: Path, eval_args: list[str], max_windows: int) -> tuple[float, float]:
+    """Sampled-chunk MSE (normalized units, the robot's dimensions) on the held-out windows, and
+    the chunks' jitter: the mean step between consecutive sampled actions over the demos' (1 =
+    as smooth as the demonstrations; a sampler that draws each action on its own zigzags)."""
     from pipeline.data import WindowConfig, cut_windows
     from pipeline.policy import load_policy
     from pipeline.robots import normalize_actions
@@ -82,7 +85,7 @@ def heldout_mse(bundle: Path, val: Path, eval_args: list[str], max_windows: int)
                 wins.append((x["history"], x["actions"], x.get("proprio"), lang))
     pick = np.random.default_rng(0).permutation(len(wins))[:max_windows]
     cfg, a = policy.config, policy.robot.action_dim
-    errs = []
+    errs, steps, demo_steps = [], [], []
     g = rng.generator(0, policy.device)
     for i in range(0, len(pick), 64):
         part = [wins[j] for j in pick[i:i + 64]]
@@ -97,7 +100,9 @@ def heldout_mse(bundle: Path, val: Path, eval_args: list[str], max_windows: int)
                                            lang=lang, temperature=policy.temperature, embodiment=emb)
         truth = torch.from_numpy(np.stack([p[1] for p in part]))
         errs.append(((pred[..., :a].float() - truth[..., :a]) ** 2).mean((1, 2)))
-    return float(torch.cat(errs).mean())
+        steps.append(pred[..., :a].float().diff(dim=1).norm(dim=-1).mean(1))
+        demo_steps.append(truth[..., :a].diff(dim=1).norm(dim=-1).mean(1))
+    return float(torch.cat(errs).mean()), float(torch.cat(steps).mean() / torch.cat(demo_steps).mean())
 
 
 def main() -> None:
@@ -137,10 +142,10 @@ def main() -> None:
                 where / "eval.log")
         res = json.loads(results.read_text())
         rewards = {e["seed"]: e["max_reward"] for e in res["episodes"]}
-        mse = heldout_mse(bundle, Path(args.val), shlex.split(ev), args.val_windows)
-        rows.append((name, ft, ev, res, rewards, mse))
+        mse, jitter = heldout_mse(bundle, Path(args.val), shlex.split(ev), args.val_windows)
+        rows.append((name, ft, ev, res, rewards, (mse, jitter)))
         print(f"{name}: score {res['score']:.4f}, successes {sum(e['success'] for e in res['episodes'])}/"
-              f"{res['num_episodes']}, held-out action mse {mse:.4f}", flush=True)
+              f"{res['num_episodes']}, held-out action mse {mse:.4f}, jitter {jitter:.2f}", flush=True)
     base = rows[0][4]
     by_name = {r[0]: r for r in rows}
     unknown = [n for pair in args.pair for n in pair if n not in by_name]
@@ -165,13 +170,13 @@ def paired(base: dict, rewards: dict) -> tuple[np.ndarray, float]:
 
 def print_table(rows: list, base: dict) -> None:
     print("\n| variant | fine-tune | eval | score | successes | paired diff vs "
-          f"{rows[0][0]} (+- SE) | better / worse seeds | held-out action MSE |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, ft, ev, res, rewards, mse in rows:
+          f"{rows[0][0]} (+- SE) | better / worse seeds | held-out action MSE | chunk jitter / demos' |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, ft, ev, res, rewards, (mse, jitter) in rows:
         d, se = paired(base, rewards)
         print(f"| {name} | `{ft or '-'}` | `{ev or '-'}` | {res['score']:.4f} | "
               f"{sum(e['success'] for e in res['episodes'])}/{res['num_episodes']} | {d.mean():+.4f} +- {se:.4f} | "
-              f"{int((d > 1e-9).sum())} / {int((d < -1e-9).sum())} | {mse:.4f} |")
+              f"{int((d > 1e-9).sum())} / {int((d < -1e-9).sum())} | {mse:.4f} | {jitter:.2f} |")
 
 
 if __name__ == "__main__":
