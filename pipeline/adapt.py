@@ -29,7 +29,7 @@ ROBOT_FIELDS = ("num_history", "num_future", "action_horizon", "action_dim", "pr
 # Fields of how the model is trained or sampled, not of its weights: a recipe may set them
 # (train.model.overrides) on top of the checkpoint's architecture.
 TRAINING_FIELDS = ("dropout", "mask_kind", "mask_ratio_min", "mask_ratio_std", "lang_dropout", "action_clip",
-                   "video_clip", "diffusion_batch_mul", "grad_checkpointing")
+                   "video_clip", "diffusion_batch_mul", "action_batch_mul", "grad_checkpointing")
 
 
 def is_robot_layer(name: str) -> bool:

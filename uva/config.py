@@ -49,7 +49,12 @@ class UVAConfig:
     action_head_width: int = 1024
     action_head_depth: int = 6
     diffusion_steps: int = 1000  # training steps of the cosine schedule
-    diffusion_batch_mul: int = 4  # noise draws per target in one training step (MAR)
+    diffusion_batch_mul: int = 4  # noise draws per video token in one training step (MAR)
+    # noise draws per action chunk in one training step: the action head is a small MLP on one
+    # condition per sample, so many draws cost little beside the backbone pass and cut the
+    # variance of what the head (and, through the condition, the backbone) learns per step;
+    # 0 = diffusion_batch_mul
+    action_batch_mul: int = 0
     action_clip: float = 5.0  # sampling bounds predicted normalized actions (x0) to +-this; 0 = off
     video_clip: float = 10.0  # sampling bounds predicted (scaled) latent tokens to +-this; 0 = off
     dropout: float = 0.0  # training dropout after attention and in the MLP of every block
@@ -110,6 +115,8 @@ class UVAConfig:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.mask_ratio_min <= 1.0:
             raise ValueError(f"model.mask_ratio_min={self.mask_ratio_min} must be in (0, 1]")
+        if self.action_batch_mul < 0:
+            raise ValueError(f"model.action_batch_mul must be >= 0 (0 = diffusion_batch_mul), got {self.action_batch_mul}")
         if min(self.proprio_dim, self.lang_dim, self.num_buffer_tokens, self.action_readout_dim) < 0:
             raise ValueError("model.proprio_dim, lang_dim, num_buffer_tokens and action_readout_dim must be >= 0")
         if self.lang_dim and self.lang_tokens < 1:

@@ -284,10 +284,9 @@ class UVA(nn.Module):
 
     # --- training --------------------------------------------------------------------------
     def _diffusion_rows(self, head: nn.Module, x0: torch.Tensor, cond: torch.Tensor,
-                        generator: torch.Generator | None, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-row diffusion loss, each row drawn ``diffusion_batch_mul`` times and averaged;
-        ``weight`` (rows, D) limits it to some dimensions."""
-        k = self.cfg.diffusion_batch_mul
+                        generator: torch.Generator | None, k: int, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-row diffusion loss, each row drawn ``k`` times and averaged; ``weight`` (rows, D)
+        limits it to some dimensions."""
         loss = self.diffusion.loss(head, x0.repeat(k, 1), cond.repeat(k, 1), generator,
                                    None if weight is None else weight.repeat(k, 1))
         return loss.view(k, -1).mean(0)
@@ -328,7 +327,7 @@ class UVA(nn.Module):
         if not sel.any():  # keep every parameter in the graph (ZeRO expects a gradient for all)
             sel = torch.zeros_like(sel)
             sel[0, 0] = True
-        rows = self._diffusion_rows(self.video_head, target[sel], video_cond[sel], generator)
+        rows = self._diffusion_rows(self.video_head, target[sel], video_cond[sel], generator, cfg.diffusion_batch_mul)
         sample_of_row = torch.arange(b, device=history.device)[:, None].expand_as(sel)[sel]
         video_sum = torch.zeros(b, device=history.device).index_add(0, sample_of_row, rows)
         video_per = video_sum / sel.sum(1).clamp(min=1) * masks["video_loss"]
@@ -342,7 +341,7 @@ class UVA(nn.Module):
             dims = action_mask.to(device)[:, None, :].expand(b, cfg.action_horizon, -1).reshape(shape).float()
             act_target = act_target * dims
         act_rows = self._diffusion_rows(self.action_head, act_target, action_cond.reshape(shape[0], -1), generator,
-                                        dims)
+                                        cfg.action_batch_mul or cfg.diffusion_batch_mul, dims)
         action_per = act_rows.view(b, -1).mean(1) * action_w
 
         per_sample = video_per + action_per

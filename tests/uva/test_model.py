@@ -588,3 +588,33 @@ def test_a_per_action_model_learns_actions_that_change_along_the_chunk(make_batc
     a = model.predict_action(b["history"], num_steps=32, generator=torch.Generator().manual_seed(0), temperature=0.0)
     err = (a - b["actions"]).abs().mean()
     assert err < 0.25, err
+
+
+def test_the_action_head_takes_its_own_number_of_noise_draws(make_batch):
+    """``action_batch_mul`` k: the action head trains on k noised copies of every chunk per step
+    (the video head keeps ``diffusion_batch_mul``); 0 falls back to ``diffusion_batch_mul``."""
+    from dataclasses import replace
+
+    base = model_config("uva-tiny")
+    rows = {}
+
+    def count(name):
+        def hook(module, args, out):
+            rows[name] = rows.get(name, 0) + args[0].shape[0]
+        return hook
+
+    b = make_batch(3)
+    for k in (0, 16):
+        torch.manual_seed(0)
+        model = UVA(replace(base, action_batch_mul=k))
+        randomize_heads(model)
+        rows.clear()
+        model.action_head.register_forward_hook(count("action"))
+        model.video_head.register_forward_hook(count("video"))
+        loss_for(model, b, "joint")
+        assert rows["action"] == 3 * (k or base.diffusion_batch_mul)
+        sel = rows["video"] // base.diffusion_batch_mul
+        assert rows["video"] == sel * base.diffusion_batch_mul and sel > 0
+
+    with pytest.raises(ValueError, match="action_batch_mul"):
+        model_config("uva-tiny", action_batch_mul=-1)
