@@ -54,7 +54,8 @@ def run(cmd: list[str], log: Path) -> None:
 
 
 def heldout_mse(bundle: Path, val: Path, eval_args: list[str], max_windows: int) -> tuple[float, float]:
-    """Sampled-chunk MSE (normalized units, the robot's dimensions) on the held-out windows, and
+    """Sampled-chunk MSE (absolute normalized units, the robot's dimensions; a relative policy's
+    chunks are made absolute first) on the held-out windows, and
     the chunks' jitter: the mean step between consecutive sampled actions over the demos' (1 =
     as smooth as the demonstrations; a sampler that draws each action on its own zigzags)."""
     from pipeline.data import WindowConfig, cut_windows
@@ -77,11 +78,10 @@ def heldout_mse(bundle: Path, val: Path, eval_args: list[str], max_windows: int)
     for tar in sorted(val.glob("*.tar")):
         for s in iter_tar_samples(tar):
             act = normalize_actions(s["actions.npy"], policy.stats, mode, mask).astype(np.float32)
-            pro = (normalize_actions(s["proprio.npy"], policy.proprio_stats, mode).astype(np.float32)
-                   if policy.proprio_dim else None)
+            raw = s["proprio.npy"].astype(np.float32) if policy.proprio_dim else None
             lang = s.get("lang.npy") if policy.config.lang_dim else None
             lat = s[f"latents.{policy.cameras[0]}.npy"].astype(np.float32)
-            for x in cut_windows(lat, act, window, pro):
+            for x in cut_windows(lat, act, window, raw):  # the truth: absolute, normalized
                 wins.append((x["history"], x["actions"], x.get("proprio"), lang))
     pick = np.random.default_rng(0).permutation(len(wins))[:max_windows]
     cfg, a = policy.config, policy.robot.action_dim
@@ -90,7 +90,7 @@ def heldout_mse(bundle: Path, val: Path, eval_args: list[str], max_windows: int)
     for i in range(0, len(pick), 64):
         part = [wins[j] for j in pick[i:i + 64]]
         hist = torch.from_numpy(np.stack([p[0] for p in part]))
-        proprio = torch.from_numpy(np.stack([p[2] for p in part])) if policy.proprio_dim else None
+        proprio = (torch.cat([policy.normalize_proprio(p[2]) for p in part]) if policy.proprio_dim else None)
         lang = None
         if cfg.lang_dim:
             zero = np.zeros((cfg.lang_tokens, cfg.lang_dim), np.float32)
@@ -98,9 +98,14 @@ def heldout_mse(bundle: Path, val: Path, eval_args: list[str], max_windows: int)
         emb = policy.embodiment.expand(len(part)) if policy.embodiment is not None else None
         pred = policy.model.predict_action(hist, num_steps=policy.sampling_steps, generator=g, proprio=proprio,
                                            lang=lang, temperature=policy.temperature, embodiment=emb)
+        pred = pred[..., :a].float()
+        if policy.relative:  # offsets from the last history state -> absolute, normalized like the truth
+            pred = torch.from_numpy(np.stack([
+                normalize_actions(policy.to_robot_units(c.numpy(), p[2][-1]), policy.stats, mode, mask)
+                for c, p in zip(pred, part)]).astype(np.float32))
         truth = torch.from_numpy(np.stack([p[1] for p in part]))
-        errs.append(((pred[..., :a].float() - truth[..., :a]) ** 2).mean((1, 2)))
-        steps.append(pred[..., :a].float().diff(dim=1).norm(dim=-1).mean(1))
+        errs.append(((pred - truth[..., :a]) ** 2).mean((1, 2)))
+        steps.append(pred.diff(dim=1).norm(dim=-1).mean(1))
         demo_steps.append(truth[..., :a].diff(dim=1).norm(dim=-1).mean(1))
     return float(torch.cat(errs).mean()), float(torch.cat(steps).mean() / torch.cat(demo_steps).mean())
 

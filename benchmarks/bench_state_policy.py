@@ -12,7 +12,8 @@ protocol on the 50 test seeds. ``--batch`` x ``--draws`` is the action head's ro
 (noise draws per chunk, the model's ``action_batch_mul``); ``--steps`` the optimizer steps.
 
     python benchmarks/bench_state_policy.py --demos 100 --run diffusion:256:1:6000 \\
-        --run diffusion:16:2:4000 --run diffusion:16:64:4000 --run mse:256:1:6000
+        --run diffusion:16:2:4000 --run diffusion:16:64:4000 --run diffusion:16:64:4000:absolute \\
+        --run mse:256:1:6000
 
 Each ``--run HEAD:BATCH:DRAWS:STEPS`` trains and evaluates one policy on the same demos.
 """
@@ -31,7 +32,10 @@ import torch
 import torch.nn as nn
 
 HORIZON = 8  # actions per chunk (the embedded default's)
-SCALE = 64.0  # pixels per unit of the chunk targets (relative targets span about +-1 unit)
+# chunk targets: "relative" = (action - agent position) / 64 px (they span about +-1 unit);
+# "absolute" = (action - 256) / 256, the arena mapped to [-1, 1] (as q01/q99 normalization of
+# PushT's target positions does)
+TARGETS = {"relative": 64.0, "absolute": 256.0}
 
 
 def expert_episode(seed: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -62,14 +66,19 @@ def features(states: np.ndarray) -> np.ndarray:
     return np.concatenate([states[:, :4] / 512.0, np.sin(states[:, 4:]), np.cos(states[:, 4:])], 1).astype(np.float32)
 
 
-def windows(episodes) -> tuple[torch.Tensor, torch.Tensor]:
+def origin(targets: str, states: np.ndarray) -> np.ndarray:
+    """(N, 1, 2) the point chunk targets are measured from."""
+    return states[:, None, :2] if targets == "relative" else np.full((len(states), 1, 2), 256.0, np.float32)
+
+
+def windows(episodes, targets: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Every step of every episode: the state's features and the next HORIZON actions (the last
-    one repeated past the end) relative to the agent, in SCALE pixel units."""
+    one repeated past the end) as chunk targets (see TARGETS)."""
     xs, ys = [], []
     for states, actions in episodes:
         idx = np.minimum(np.arange(len(states))[:, None] + np.arange(HORIZON)[None], len(states) - 1)
         xs.append(features(states))
-        ys.append(((actions[idx] - states[:, None, :2]) / SCALE).reshape(len(states), -1))
+        ys.append(((actions[idx] - origin(targets, states)) / TARGETS[targets]).reshape(len(states), -1))
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys).astype(np.float32))
 
 
@@ -124,7 +133,8 @@ class StatePolicy:
     needs_state = True
     num_obs = 1
 
-    def __init__(self, head: str, state_dict: dict):
+    def __init__(self, head: str, targets: str, state_dict: dict):
+        self.targets = targets
         self.net = StatePolicyNet(head)
         self.net.load_state_dict(state_dict)
         self.net.eval()
@@ -138,41 +148,43 @@ class StatePolicy:
         s = obs["sim_state"][-1]
         state = np.array([[*s.agent, *s.block, s.angle]], np.float32)
         y = self.net.act(torch.from_numpy(features(state)), self.g, self.sampler).numpy().reshape(HORIZON, 2)
-        return y * SCALE + state[0, :2]
+        return y * TARGETS[self.targets] + origin(self.targets, state)[0]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--demos", type=int, default=100, help="expert episodes from start-state seeds 0..N-1")
-    p.add_argument("--run", action="append", required=True, metavar="HEAD:BATCH:DRAWS:STEPS")
+    p.add_argument("--run", action="append", required=True, metavar="HEAD:BATCH:DRAWS:STEPS[:TARGETS]",
+                   help="TARGETS: relative (default) or absolute")
     p.add_argument("--action-steps", default="8,4", help="actions executed per call, each evaluated")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args()
     runs = []
     for spec in args.run:
-        head, batch, draws, steps = spec.split(":")
-        if head not in ("diffusion", "mse"):
-            p.error(f"--run {spec}: head must be diffusion or mse")
-        runs.append((head, int(batch), int(draws), int(steps)))
+        head, batch, draws, steps, *rest = spec.split(":")
+        targets = rest[0] if rest else "relative"
+        if head not in ("diffusion", "mse") or targets not in TARGETS:
+            p.error(f"--run {spec}: head must be diffusion or mse, targets relative or absolute")
+        runs.append((head, int(batch), int(draws), int(steps), targets))
     torch.set_num_threads(args.workers)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.node()} cpus={os.cpu_count()} torch={torch.__version__}",
           flush=True)
     t0 = time.time()
     with mp.get_context("spawn").Pool(args.workers) as pool:
         episodes = [e for e in pool.map(expert_episode, range(args.demos)) if e is not None]
-    x, y = windows(episodes)
-    print(f"demos: {len(episodes)} of {args.demos} successful, {len(x)} windows, {time.time() - t0:.0f} s", flush=True)
+    print(f"demos: {len(episodes)} of {args.demos} successful, {time.time() - t0:.0f} s", flush=True)
     from uva_sim.pusht.runner import evaluate_policy
 
-    print("\n| head | batch | draws | steps | train s | " + " | ".join(
+    print("\n| head | targets | batch | draws | steps | train s | " + " | ".join(
         f"score ({k} executed) | successes" for k in args.action_steps.split(",")) + " |")
-    print("|---|---|---|---|---|" + "---|---|" * len(args.action_steps.split(",")))
-    for head, batch, draws, steps in runs:
+    print("|---|---|---|---|---|---|" + "---|---|" * len(args.action_steps.split(",")))
+    for head, batch, draws, steps, targets in runs:
+        x, y = windows(episodes, targets)
         t0 = time.time()
         net, _ = train(head, x, y, batch, draws, steps)
-        cells = [head, str(batch), str(draws), str(steps), f"{time.time() - t0:.0f}"]
+        cells = [head, targets, str(batch), str(draws), str(steps), f"{time.time() - t0:.0f}"]
         for k in args.action_steps.split(","):
-            r = evaluate_policy(functools.partial(StatePolicy, head, net.state_dict()), workers=args.workers,
+            r = evaluate_policy(functools.partial(StatePolicy, head, targets, net.state_dict()), workers=args.workers,
                                 action_steps=int(k), log=None)
             cells += [f"{r['score']:.4f}", f"{sum(e['success'] for e in r['episodes'])}/{r['num_episodes']}"]
         print("| " + " | ".join(cells) + " |", flush=True)

@@ -91,6 +91,11 @@ class DataConfig:
     # frame and view of a window (clip-consistent), edge cells repeated: the latent counterpart
     # of a random crop (one cell = the VAE's downsampling factor in pixels); 0 = none
     augment_shift: int = 0
+    # relative chunks, per robot name: {"origin": per action dimension the proprioception index it
+    # is measured from (-1: absolute), "stats": statistics of the relative chunk targets}; the
+    # chunk of such a robot is its actions minus its state at the last history frame, normalized
+    # with those statistics (set by fine-tuning from the robot's relative_to; empty: absolute)
+    relative_actions: dict[str, dict] = field(default_factory=dict)
     # robot names with an embodiment vector, id = position (set by training from the model; empty:
     # every sample gets id 0 and the model has no embodiment table)
     embodiments: list[str] = field(default_factory=list)
@@ -122,9 +127,10 @@ def window_starts(num_frames: int, w: WindowConfig) -> range:
 
 
 def window_at(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig, start: int,
-              proprio: np.ndarray | None = None) -> dict:
+              proprio: np.ndarray | None = None, origin: np.ndarray | None = None) -> dict:
     """The window starting at stored frame ``start``. latents (T, C, h, w); actions (T, A),
-    proprio (T, P) or None."""
+    proprio (T, P) or None; ``origin`` (T, A) or None: a relative chunk is the actions minus the
+    origin at the last history frame (``pipeline.robots.relative_offset``)."""
     s = w.frame_stride
     action_step = w.num_future * s // w.action_horizon
     frames = start + s * np.arange(w.num_history + w.num_future)
@@ -133,16 +139,18 @@ def window_at(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig, 
     if actions is not None:
         # the actions taken from the last history frame up to the last future frame
         sample["actions"] = actions[last_hist + action_step * np.arange(w.action_horizon)]
+        if origin is not None:
+            sample["actions"] = sample["actions"] - origin[last_hist]
     if proprio is not None:  # the state at each history frame
         sample["proprio"] = proprio[frames[: w.num_history]]
     return sample
 
 
 def cut_windows(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig,
-                proprio: np.ndarray | None = None) -> Iterator[dict]:
+                proprio: np.ndarray | None = None, origin: np.ndarray | None = None) -> Iterator[dict]:
     """All windows of one episode, in order."""
     for start in window_starts(latents.shape[0], w):
-        yield window_at(latents, actions, w, start, proprio)
+        yield window_at(latents, actions, w, start, proprio, origin)
 
 
 def merged_stats(sources: list[SourceConfig]) -> dict:
@@ -264,7 +272,7 @@ class ShardSetStream(torch.utils.data.IterableDataset):
             raise ValueError(f"robot '{meta['robot']}' has no embodiment in this model")
         latents, views = self._views(sample)
         actions = sample.get("actions.npy")
-        dims = 0  # the robot's own action dimensions (the rest is padding)
+        dims, origin = 0, None  # the robot's own action dimensions (the rest is padding)
         if actions is not None:
             stats = self.stats.get(meta["robot"])
             if stats is None:
@@ -272,16 +280,32 @@ class ShardSetStream(torch.utils.data.IterableDataset):
             if actions.ndim != 2 or len(actions) != len(latents):
                 raise ValueError(f"actions of shape {actions.shape} for {len(latents)} frames")
             mask = self.cfg.norm_mask if self.cfg.norm_mask and len(self.cfg.norm_mask) == actions.shape[1] else None
+            relative = self.cfg.relative_actions.get(meta["robot"])
+            if relative is not None:  # normalized with the relative chunks' statistics, minus the origin
+                stats = relative["stats"]
+                origin = self._origin(sample, relative, stats, mask, len(latents))
             actions = normalize_actions(actions.astype(np.float32), stats, self.cfg.normalization, mask).astype(np.float32)
             if actions.shape[1] > self.cfg.action_dim:
                 raise ValueError(f"robot '{meta['robot']}' has action dim {actions.shape[1]} > {self.cfg.action_dim}")
             dims = actions.shape[1]
             actions = np.pad(actions, ((0, 0), (0, self.cfg.action_dim - actions.shape[1])))
+            if origin is not None:
+                origin = np.pad(origin, ((0, 0), (0, self.cfg.action_dim - dims)))
         # per-episode tensors every window of it shares
-        return {"latents": latents, "actions": actions, "proprio": self._proprio(sample, len(latents)),
+        return {"latents": latents, "actions": actions, "origin": origin, "proprio": self._proprio(sample, len(latents)),
                 "embodiment": torch.tensor(self.embodiment_of.get(meta["robot"], 0), dtype=torch.long),
                 "action_mask": torch.arange(self.cfg.action_dim) < dims,
                 "view_mask": None if views is None else torch.from_numpy(views), "lang": self._lang(sample)}
+
+    def _origin(self, sample: dict, relative: dict, stats: dict, mask, num_frames: int) -> np.ndarray:
+        """(T, A) offsets in model units that make a window's chunk relative (see window_at)."""
+        from pipeline.robots import relative_offset
+
+        raw = sample.get("proprio.npy")
+        if raw is None or raw.ndim != 2 or len(raw) != num_frames:
+            raise ValueError(f"relative actions need the robot's proprioception at every frame, got "
+                             f"{None if raw is None else raw.shape} for {num_frames} frames")
+        return relative_offset(raw, relative["origin"], stats, self.cfg.normalization, mask).astype(np.float32)
 
     def _lang(self, sample: dict) -> torch.Tensor | None:
         """(lang_tokens, lang_dim) token vectors of the episode's instruction; zeros (no instruction)
@@ -322,7 +346,7 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         return stack, present
 
     def _window(self, ep: dict, start: int) -> dict:
-        win = window_at(ep["latents"], ep["actions"], self.cfg.window, start, ep["proprio"])
+        win = window_at(ep["latents"], ep["actions"], self.cfg.window, start, ep["proprio"], ep["origin"])
         has = "actions" in win
         out = {"history": torch.from_numpy(win["history"].astype(np.float32)),
                "future": torch.from_numpy(win["future"].astype(np.float32)),

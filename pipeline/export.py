@@ -8,7 +8,8 @@
                           spacing in control steps, actions per chunk), VAE identity, sampling steps,
                       proprioception statistics (models that take proprioception), the VAE
                       precision the latents were encoded in, the text encoder of the
-                      instructions (a model that takes language)
+                      instructions (a model that takes language), relative chunks (the
+                      proprioception each action is measured from and the chunks' statistics)
       text_encoder/       a ``transformers:FOLDER`` text encoder's folder, copied (the built-in
                           hash encoder needs nothing)
 
@@ -41,15 +42,19 @@ def _stat_fields(stats: dict) -> dict:
 def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, robot, stats: dict,
                   window: dict, vae_path: str | Path, vae_identity: str, sampling_steps: int = 16,
                   camera: str = "main", source: dict | None = None, proprio_stats: dict | None = None,
-                  vae_precision: str = "fp32", cameras: list[str] | None = None) -> Path:
+                  vae_precision: str = "fp32", cameras: list[str] | None = None,
+                  relative: dict | None = None) -> Path:
     """Write the bundle; ``robot`` is a RobotConfig, ``stats`` its entry of the shards' stats.json,
     ``proprio_stats`` its proprioception statistics when the model takes proprioception,
-    ``vae_precision`` the arithmetic the shards' latents were encoded in (the policy uses it)."""
+    ``vae_precision`` the arithmetic the shards' latents were encoded in (the policy uses it),
+    ``relative`` {"origin", "stats"} when the model predicts relative chunks (pipeline/finetune.py)."""
     from uva.vae import vae_identity as identity_of
     from uva_io.vae_bundle import load_vae, save_vae
 
     if model_config.get("proprio_dim") and not proprio_stats:
         raise ValueError("export: the model takes proprioception, but no proprioception statistics were given")
+    if relative and not model_config.get("proprio_dim"):
+        raise ValueError("export: relative chunks are offsets from the robot's state, but the model takes none")
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -86,6 +91,7 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
                 "precision": vae_precision},
         "sampling_steps": int(sampling_steps),
         "text_encoder": text or None,
+        "relative": {"origin": list(relative["origin"]), "stats": _stat_fields(relative["stats"])} if relative else None,
         "source": source or {},
     }
     (tmp / "policy.json").write_text(json.dumps(meta, indent=1))

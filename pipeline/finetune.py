@@ -8,7 +8,10 @@ Steps (every rank runs them; the same entry point works under torchrun, srun and
    actions with its action dimension; their statistics (stats.json, computed at encode time)
    normalize the actions with the robot's mode and mask. When the robot names proprioception
    (and use_proprio is on), the shards must carry it; it is normalized the same way and given
-   to the model as input (a new, zero-initialized projection onto the buffer tokens).
+   to the model as input (a new, zero-initialized projection onto the buffer tokens). With
+   ``relative_actions`` the chunks are offsets from the robot's state at the last history frame
+   (for the action dimensions its YAML relates to proprioception, ``relative_to``), normalized
+   with statistics of such chunks computed from the shards here.
 2. The pretrained weights (a checkpoints folder, a step_N folder, an exported bundle, or a
    .safetensors file) are loaded with the architecture they were trained with. Backbone, video
    head and embeddings are kept; the action embedding and action head are re-created when the
@@ -58,6 +61,9 @@ class FinetuneConfig:
     model_size: str | None = None  # refuse a checkpoint of another size (None = any)
     export_sampling_steps: int = 16  # diffusion steps the exported policy samples with
     use_proprio: bool = True  # give the model the robot's proprioception (when its YAML names some)
+    # predict each chunk as offsets from the robot's state at the last history frame (the action
+    # dimensions the robot's YAML relates to proprioception: relative_to); the policy adds it back
+    relative_actions: bool = False
     # the pretrained model's architecture with fresh weights: the control run of a pretraining
     # benefit measurement (same model, recipe and steps; only the initialization differs)
     from_scratch: bool = False
@@ -95,6 +101,35 @@ def fit_window(window, num_history: int, num_future: int):
         f"({span} actions at most); the recipe's action_horizon {h} does not fit, using {best} "
         f"(change it with --set train.data.window.action_horizon=N, N a multiple of {num_future} dividing "
         f"{span}, or train.data.window.frame_stride)")
+
+
+def relative_chunks(robot, data: list[str], window) -> dict:
+    """{"origin", "stats"} of relative chunks for ``robot``: per action dimension the
+    proprioception index it is measured from, and the statistics of a[t + k] - p[t] over the
+    chunk's action offsets k in every episode of the ``data`` shard sets."""
+    from pipeline.robots import relative_chunk_stats
+    from uva_io.shardset import iter_tar_samples, load_index
+
+    origin = robot.relative_origin()
+    if all(o < 0 for o in origin):
+        raise ValueError(f"relative_actions: robot '{robot.name}' relates no action to its proprioception "
+                         f"(add relative_to: {{action name: proprio name}} to configs/robots/{robot.name}.yaml)")
+    step = window.num_future * window.frame_stride // window.action_horizon
+    offsets = [step * k for k in range(window.action_horizon)]
+
+    def episodes():
+        for d in data:
+            for shard in load_index(d)["shards"]:
+                for s in iter_tar_samples(storage.join(d, shard["name"]), members=("actions.npy", "proprio.npy",
+                                                                                    "meta.json")):
+                    if s.get("meta.json", {}).get("robot") != robot.name or "actions.npy" not in s:
+                        continue
+                    if "proprio.npy" not in s:
+                        raise ValueError(f"relative_actions: episode {s['__key__']} of --data {d} has no "
+                                         f"proprioception to measure its actions from")
+                    yield s["actions.npy"], s["proprio.npy"]
+
+    return {"origin": origin, "stats": relative_chunk_stats(episodes(), origin, offsets)}
 
 
 def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
@@ -146,6 +181,10 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
     else:
         model = base.model
     window.validate()
+    relative = relative_chunks(robot, data, window) if cfg.relative_actions else None
+    if relative is not None and not use_proprio:
+        raise ValueError("relative_actions: the chunks are offsets from the robot's state, so the model needs it "
+                         "as input too (use_proprio: true)")
     root = Path(cfg.run_dir)
     tracking = base.tracking_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
     # the views are the robot's registry cameras that the data stores, in the registry's order
@@ -169,7 +208,8 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
             base, model=model,
             data=replace(base.data, sources=sources, window=window, action_dim=robot.action_dim, num_views=views,
                          proprio_dim=len(robot.proprio_names) if use_proprio else 0,
-                         normalization=robot.normalization, norm_mask=robot.norm_mask(), vae_identity=vae_id),
+                         normalization=robot.normalization, norm_mask=robot.norm_mask(), vae_identity=vae_id,
+                         relative_actions={robot.name: relative} if relative else {}),
             eval_sources=[SourceConfig(path=d, camera=camera, cameras=cameras) for d in eval_data]
             if eval_data else base.eval_sources,
             optim=replace(base.optim, lr=st.lr, warmup_steps=st.warmup_steps),
@@ -275,6 +315,7 @@ def do_export(cfg: FinetuneConfig, last: TrainConfig, info: dict, vae: str | Non
                          vae_path, index["vae"], cfg.export_sampling_steps, cam,
                          source={"checkpoint": str(step_dir), "pretrained": info["weights"]},
                          proprio_stats=info["proprio_stats"], vae_precision=index.get("vae_precision", "fp32"),
+                         relative=last.data.relative_actions.get(info["robot"].name),
                          cameras=list(cameras) + [f"absent{i}" for i in range(len(cameras), last.data.num_views)]
                          if cameras else None)
 

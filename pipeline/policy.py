@@ -102,11 +102,15 @@ class UVAPolicy:
                              f"got {self.sampling_steps} and {self.temperature}")
         self.stats, self.normalization = meta["stats"], meta["normalization"]
         self.norm_mask = meta["norm_mask"]
+        # relative chunks: {"origin": proprioception index per action dimension (-1 absolute), "stats"}
+        self.relative = meta.get("relative")
         self.proprio_dim = int(self.config.proprio_dim)
         self.proprio_stats = meta.get("proprio_stats")
         if self.proprio_dim and not self.proprio_stats:
             raise ValueError(f"policy bundle {self.root}: the model takes proprioception but policy.json "
                              f"has no proprio_stats")
+        if self.relative and not self.proprio_dim:
+            raise ValueError(f"policy bundle {self.root}: relative chunks without proprioception")
         # the robot's embodiment row (a model trained on several robots)
         embodiments = list(self.config.embodiments)
         self.embodiment_id = embodiments.index(self.robot.name) if self.robot.name in embodiments else None
@@ -271,8 +275,21 @@ class UVAPolicy:
             state = self.normalize_proprio(proprio[-self.num_history:])
         history, view_mask = self.encode_views(frames)
         norm = self.predict_normalized(history, generator, state, view_mask, self.embed_instruction(instruction))
-        actions = unnormalize_actions(norm[:, : self.robot.action_dim], self.stats, self.normalization, self.norm_mask)
+        actions = self.to_robot_units(norm, None if proprio is None else proprio[-1])
         return np.repeat(actions, self.action_step, axis=0)  # one row per control step
+
+    def to_robot_units(self, norm: np.ndarray, last_state: np.ndarray | None = None) -> np.ndarray:
+        """(H, >= action_dim) model-unit chunk -> (H, action_dim) robot units; a relative chunk is
+        measured from ``last_state`` (P,), the robot's state at the last history frame."""
+        from pipeline.robots import chunk_origin, unnormalize_actions
+
+        norm = np.asarray(norm)[:, : self.robot.action_dim]
+        if not self.relative:
+            return unnormalize_actions(norm, self.stats, self.normalization, self.norm_mask)
+        if last_state is None:
+            raise ValueError("this policy predicts chunks relative to the robot's state: pass its proprio")
+        offsets = unnormalize_actions(norm, self.relative["stats"], self.normalization, self.norm_mask)
+        return offsets + chunk_origin(np.asarray(last_state, np.float64)[None], self.relative["origin"])
 
 
 def load_policy(bundle: str | Path, device: str = "cpu", sampling_steps: int | None = None,

@@ -5,6 +5,12 @@ its control rate, cameras, proprioception, and how its actions are normalized fo
 ``mean_std`` ((a - mean) / std) or ``q01_q99`` (the 1st..99th percentile range to [-1, 1]),
 with ``unnormalized`` dimensions (a gripper already in [0, 1], say) passed through in their own
 units. Adding a robot is adding a file.
+
+``relative_to`` names, for action dimensions that are positions of something the robot also
+senses (a PushT target position and the agent's position, a joint target and the joint angle),
+the proprioception they are measured from when a recipe trains relative chunks
+(``relative_actions``): the model then predicts each chunk as offsets from the robot's state at
+the last history frame, and the policy adds that state back.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ class RobotConfig:
     proprio_names: list[str] = field(default_factory=list)
     normalization: str = "mean_std"  # mean_std | q01_q99
     unnormalized: list[str] = field(default_factory=list)  # action names left in robot units
+    # action name -> the proprioception name it is measured from in relative chunks
+    relative_to: dict[str, str] = field(default_factory=dict)
 
     @property
     def action_dim(self) -> int:
@@ -49,6 +57,18 @@ class RobotConfig:
             raise ValueError(f"robot '{self.name}': unnormalized names {unknown} are not action names")
         if self.control_hz <= 0:
             raise ValueError(f"robot '{self.name}': control_hz must be positive")
+        bad = sorted(set(self.relative_to) - set(self.action_names))
+        if bad:
+            raise ValueError(f"robot '{self.name}': relative_to names {bad}, which are not action names")
+        bad = sorted(set(self.relative_to.values()) - set(self.proprio_names))
+        if bad:
+            raise ValueError(f"robot '{self.name}': relative_to refers to {bad}, which are not proprio_names")
+
+    def relative_origin(self) -> list[int]:
+        """Per action dimension, the index of the proprioception it is measured from in a relative
+        chunk (-1: the dimension stays absolute)."""
+        return [self.proprio_names.index(self.relative_to[n]) if n in self.relative_to else -1
+                for n in self.action_names]
 
 
 def robots_dir() -> Path:
@@ -137,3 +157,39 @@ def unnormalize_actions(actions: np.ndarray, stats: dict, mode: str, mask=None) 
     if mask is not None:
         out = np.where(np.asarray(mask, dtype=bool), out, a)
     return out
+
+
+def chunk_origin(proprio: np.ndarray, origin: list[int]) -> np.ndarray:
+    """(T, P) robot-unit states -> (T, A): per action dimension the state it is measured from
+    (zero where it stays absolute)."""
+    state = np.asarray(proprio, dtype=np.float64)
+    out = np.zeros((len(state), len(origin)))
+    for i, o in enumerate(origin):
+        if o >= 0:
+            out[:, i] = state[:, o]
+    return out
+
+
+def relative_offset(proprio: np.ndarray, origin: list[int], stats: dict, mode: str, mask=None) -> np.ndarray:
+    """(T, P) robot-unit states -> (T, A) offsets in model units such that the normalized
+    relative action is ``normalize(a) - offset``: the normalization is affine per dimension, so
+    normalize(a - p) = normalize(a) - (normalize(p) - normalize(0))."""
+    p = chunk_origin(proprio, origin)
+    return normalize_actions(p, stats, mode, mask) - normalize_actions(np.zeros_like(p), stats, mode, mask)
+
+
+def relative_chunk_stats(episodes, origin: list[int], offsets: list[int]) -> dict:
+    """Statistics (the keys of stats.json) of relative chunk targets: a[t + k] - p[t] over every
+    step t of every ``(actions (T, A), proprio (T, P))`` episode and every action offset k of a
+    chunk that fits; dimensions that stay absolute get the statistics of a[t + k]."""
+    from uva_io.shardset import RunningStats
+
+    acc = RunningStats()
+    for actions, proprio in episodes:
+        base = chunk_origin(proprio, origin)
+        for k in offsets:
+            if k < len(actions):
+                acc.update((np.asarray(actions[k:], np.float64) - base[: len(actions) - k]).astype(np.float32))
+    if not acc.count:
+        raise ValueError("relative chunk statistics: no episode is long enough for one chunk")
+    return acc.result()

@@ -417,3 +417,50 @@ def test_shift_augmentation_moves_the_whole_clip_alike_and_resumes_exactly(tmp_p
     saved = pos.state()
     want = batches(run, pos, 6)
     assert same(batches(iter(make_loader(aug, 4, resume=saved)), DataPosition(0, saved), 6), want)
+
+
+@pytest.mark.parametrize("mode", ["mean_std", "q01_q99"])
+def test_relative_chunks_are_the_actions_minus_the_state_at_the_last_history_frame(tmp_path, mode):
+    """With relative_actions, a window's chunk (unnormalized with the relative statistics) is each
+    action minus the robot's state at the last history frame, for the dimensions related to a
+    proprioception; an unrelated dimension stays absolute; the statistics are those of such
+    chunks; adding the state back (what the policy does) gives the actions."""
+    from pipeline.finetune import relative_chunks
+    from pipeline.robots import RobotConfig, chunk_origin
+
+    make_set(tmp_path / "r", "bot", 3, 10, True, per_shard=1, action_dim=3, proprio_dim=2)
+    robot = RobotConfig(name="bot", action_names=["x", "y", "grip"], proprio_names=["px", "py"],
+                        relative_to={"x": "px", "y": "py"})
+    robot.validate()
+    w = WindowConfig(2, 2, 2, 4)  # 2 stored frames per future frame, 4 actions: one per stored frame
+    rel = relative_chunks(robot, [str(tmp_path / "r")], w)
+    assert rel["origin"] == [0, 1, -1]
+
+    def action(t):  # make_set's actions (dimension k: t * (1 + k) * (-1)^k) and states (10 e + t + k)
+        return np.array([t, -2.0 * t, 3.0 * t])
+
+    def state(e, t):
+        return np.array([10.0 * e + t, 10.0 * e + t + 1])
+
+    truth = np.array([action(t + k) - np.r_[state(e, t), 0] for e in range(3) for t in range(10)
+                      for k in range(4) if t + k < 10])
+    np.testing.assert_allclose(rel["stats"]["mean"], truth.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(rel["stats"]["q99"], np.quantile(truth, 0.99, 0), rtol=1e-4)
+    cfg = DataConfig(sources=[SourceConfig(str(tmp_path / "r"))], window=w, shuffle_buffer=1, num_workers=0,
+                     action_dim=3, proprio_dim=2, normalization=mode, relative_actions={"bot": rel})
+    pstats = json.loads((tmp_path / "r" / "stats.json").read_text())["bot"]["proprio"]
+    seen = 0
+    for win in [x for _, x in zip(range(40), iter(ShardSetStream(cfg.sources[0], cfg)))]:
+        last = unnormalize_actions(win["proprio"][-1].numpy(), pstats, mode)  # 10 e + t_last (+1)
+        e, t = divmod(int(round(last[0])), 10)
+        got = unnormalize_actions(win["actions"].numpy(), rel["stats"], mode)
+        want = np.stack([action(t + k) for k in range(4)]) - np.r_[state(e, t), 0]
+        np.testing.assert_allclose(got, want, atol=1e-3)
+        back = got + chunk_origin(state(e, t)[None], rel["origin"])
+        np.testing.assert_allclose(back, np.stack([action(t + k) for k in range(4)]), atol=1e-3)
+        seen += 1
+    assert seen == 40
+    with pytest.raises(ValueError, match="relative_to refers to \\['pz'\\], which are not proprio_names"):
+        RobotConfig(name="bot", action_names=["x"], proprio_names=["px"], relative_to={"x": "pz"}).validate()
+    with pytest.raises(ValueError, match="relates no action to its proprioception"):
+        relative_chunks(replace(robot, relative_to={}), [str(tmp_path / "r")], w)

@@ -365,3 +365,41 @@ def test_from_scratch_trains_the_pretrained_architecture_from_fresh_weights(worl
     matrices = [k for k in backbone if pre[k].ndim >= 2]
     assert matrices and all(not torch.equal(pre[k], runs["scratch"][k]) for k in matrices)
     assert runs["pretrained"].keys() == runs["scratch"].keys()
+
+
+@pytest.mark.slow
+def test_relative_actions_fine_tune_and_a_policy_that_adds_the_state_back(world, tmp_path):
+    """relative_actions: the recipe trains chunks measured from the robot's state; the bundle
+    records the origin and the chunks' statistics, and the policy returns the sampled offsets
+    plus the state at the last history frame. A robot that relates no action to a state, or a
+    recipe without proprioception, is refused before training."""
+    from pipeline.policy import load_policy
+    from pipeline.robots import chunk_origin
+
+    run = tmp_path / "rel"
+    stages = "[{name: all, steps: 2, lr: 1.0e-3}]"
+    data = str(world["root"] / "pusht")
+    finetune(["--robot", "pusht", "--pretrained", str(world["ckpt"]), "--data", data, *recipe(run, stages),
+              "--set", "relative_actions=true"])
+    meta = json.loads((run / "export" / "policy.json").read_text())
+    assert meta["relative"]["origin"] == [0, 1] and meta["relative"]["stats"]["dim"] == 2
+    absolute = json.loads((world["root"] / "pusht" / "stats.json").read_text())["pusht"]
+    assert meta["relative"]["stats"]["q99"] != absolute["q99"]  # the chunks' own statistics
+    policy = load_policy(run / "export")
+    frames = np.random.default_rng(0).integers(0, 255, size=(2, 8, 8, 3), dtype=np.uint8)
+    state = np.array([[100.0, 200.0], [110.0, 220.0]], np.float32)
+    norm = policy.predict_normalized(policy.encode(frames), torch.Generator().manual_seed(3),
+                                     policy.normalize_proprio(state))
+    got = policy.predict(frames, state, generator=torch.Generator().manual_seed(3))
+    offsets = unnormalize_actions(norm, meta["relative"]["stats"], "q01_q99")
+    np.testing.assert_allclose(got, offsets + chunk_origin(state[-1:], [0, 1]), rtol=1e-6)
+    # refused: a robot whose YAML relates nothing (a copy of pusht without relative_to), no proprio
+    plain = tmp_path / "pusht.yaml"
+    plain.write_text((ROOT / "configs" / "robots" / "pusht.yaml").read_text().split("# relative chunks")[0])
+    proc = finetune(["--robot", str(plain), "--pretrained", str(world["ckpt"]), "--data", data,
+                     *recipe(tmp_path / "no", stages), "--set", "relative_actions=true"], check=False)
+    assert proc.returncode == 2 and "relates no action to its proprioception" in proc.stderr
+    proc = finetune(["--robot", "pusht", "--pretrained", str(world["ckpt"]), "--data", data,
+                     *recipe(tmp_path / "np", stages), "--set", "relative_actions=true", "--set", "use_proprio=false"],
+                    check=False)
+    assert proc.returncode == 2 and "use_proprio: true" in proc.stderr
