@@ -83,5 +83,5 @@ def test_gpu_pusht_recipe_runs_its_stages_without_the_packages_left_out(tmp_path
     out = json.loads((tmp_path / "t.json").read_text())
     assert [r[0] for r in out["rows"]][-1] == "total" and len(out["episodes"]) == 1
     meta = json.loads((tmp_path / "work" / "bundle" / "policy.json").read_text())
-    assert meta["model_config"]["action_cond"] == "per_action" and meta["model_config"]["proprio_dim"] == 2
+    assert meta["model_config"]["action_batch_mul"] == 64 and meta["model_config"]["proprio_dim"] == 2
     assert meta["proprio_stats"]["dim"] == 2
