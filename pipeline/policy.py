@@ -255,7 +255,6 @@ class UVAPolicy:
         absent view) [, (num_history, P) robot states at those frames, for a model that takes
         proprioception] [, the instruction, for a model that takes language] -> (K, action_dim)
         robot-unit actions."""
-        from pipeline.robots import unnormalize_actions
 
         def last(x: np.ndarray) -> np.ndarray:  # the start of an episode: repeat the first frame
             x = np.asarray(x)
