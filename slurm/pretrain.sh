@@ -4,8 +4,10 @@
 #   sbatch --nodes=2 --ntasks-per-node=8 --gpus-per-node=8 slurm/pretrain.sh --config configs/pretrain/default.yaml
 #
 # Every task runs the console script uva-pretrain (uva-finetune for slurm/finetune.sh); rank, world
-# size, local rank and the rendezvous (first node, a port derived from the job id unless
-# MASTER_PORT is set) come from Slurm's variables (pipeline/components/distributed.py).
+# size, local rank and the rendezvous host (the first node) come from Slurm's variables
+# (pipeline/components/distributed.py). The rendezvous port is MASTER_PORT if the submission
+# sets it, else one this script finds free on the first node (where it runs) at each start,
+# requeued starts included: a fixed port derived from the job id can be held by another process.
 #
 # Slurm sends SIGUSR1 120 s before the time limit (--signal); every rank then checkpoints and
 # exits 124, and the job requeues itself and resumes from the latest complete checkpoint.
@@ -23,6 +25,11 @@ BIN=$(dirname "${PYTHON:-.venv/bin/python}")  # the environment holding the cons
 ENTRY=${UVA_ENTRY:-uva-pretrain}
 mkdir -p logs
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
+if [ -z "${MASTER_PORT:-}" ]; then
+  MASTER_PORT=$("${PYTHON:-.venv/bin/python}" -c \
+    'from pipeline.components.distributed import free_port; print(free_port(""))') || exit 1
+  export MASTER_PORT
+fi
 
 # Rank 0 writes this file once the preemption checkpoint is complete: the requeue decision
 # does not depend on which rank srun saw exit first.

@@ -4,7 +4,8 @@ Rank, world size, local rank and the rendezvous address come from, in order:
 - torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT already set),
 - Slurm: srun, sbatch scripts and submitit alike (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID,
   the first host of SLURM_JOB_NODELIST, read through submitit's Slurm job environment; the port
-  from MASTER_PORT, else derived from the job id),
+  from MASTER_PORT (slurm/pretrain.sh exports a free one), else derived from the job id, below
+  Linux's ephemeral range so that no outgoing connection holds it),
 - a single process: rank 0 of 1 on 127.0.0.1 and a free port unless MASTER_PORT is given, so
   two jobs on one machine do not collide.
 The values are exported for torch.distributed's env:// rendezvous. The device comes from the
@@ -33,24 +34,42 @@ class DistEnv:
     master_port: int
 
 
+RENDEZVOUS_PORTS = (20000, 32767)  # below Linux's ephemeral range (32768-60999), which the OS hands to clients
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
+    """A TCP port nobody holds right now, drawn from RENDEZVOUS_PORTS so that no outgoing
+    connection takes it before the rendezvous listens on it (the OS's pick if all tries fail)."""
+    import random
+
+    ports = range(RENDEZVOUS_PORTS[0], RENDEZVOUS_PORTS[1] + 1)
+    for port in random.Random().sample(ports, min(64, len(ports))):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def _from_slurm() -> dict[str, str]:
-    """Rank and rendezvous of a Slurm task (srun, an sbatch script or submitit alike)."""
+def job_port(job_id: str) -> int:
+    """The port every task of a Slurm job derives from its id when no MASTER_PORT is given (as
+    submitit's helper does); slurm/pretrain.sh gives one it found free instead."""
     import random
 
+    return random.Random(job_id).randint(*RENDEZVOUS_PORTS)
+
+
+def _from_slurm() -> dict[str, str]:
+    """Rank and rendezvous of a Slurm task (srun, an sbatch script or submitit alike)."""
     from submitit.slurm.slurm import SlurmJobEnvironment
 
     job = SlurmJobEnvironment()  # reads SLURM_*; parses SLURM_JOB_NODELIST without scontrol
-    # every task of the job derives the same port from the job id (as submitit's helper does)
-    port = random.Random(job.job_id).randint(20000, 60000)
     return {"RANK": str(job.global_rank), "WORLD_SIZE": str(job.num_tasks), "LOCAL_RANK": str(job.local_rank),
-            "MASTER_ADDR": job.hostnames[0], "MASTER_PORT": str(port)}
+            "MASTER_ADDR": job.hostnames[0], "MASTER_PORT": str(job_port(job.job_id))}
 
 
 def dist_env() -> DistEnv:

@@ -7,6 +7,7 @@ slurm.conf, state and spool dirs, free ports), so the test needs the Slurm and m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.components.distributed import job_port
 from tests.conftest import cli
 from tests.pipeline.test_data import make_set
 from tests.pipeline.test_train import base_sets
@@ -162,6 +164,18 @@ def test_sbatch_pretrain_two_tasks_to_completion(slurm, tmp_path):
     args = train_args(tmp_path, "total_steps=4", "checkpoint_every=2")
     env = {**slurm["env"], "PYTHON": sys.executable, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     log = tmp_path / "job.out"
+    with contextlib.ExitStack() as held:  # another process holds the ports the job ids would derive:
+        for job in range(1, 65):          # the script's own free port must be the one used
+            s = held.enter_context(socket.socket())
+            try:
+                s.bind(("", job_port(str(job))))
+                s.listen()
+            except OSError:
+                pass
+        run_sbatch_to_completion(slurm, env, args, log, tmp_path)
+
+
+def run_sbatch_to_completion(slurm, env: dict, args: list[str], log: Path, tmp_path: Path) -> None:
     sub = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1",
                           f"--output={log}", "--time=20", str(ROOT / "slurm" / "pretrain.sh"), *args],
                          env=env, cwd=ROOT, capture_output=True, text=True)

@@ -35,10 +35,18 @@ def test_single_process_picks_a_free_port_unless_given(clean_env):
     with socket.socket() as s:  # nobody else holds it
         s.bind(("127.0.0.1", env.master_port))
     del clean_env["MASTER_PORT"]
+    assert 20000 <= env.master_port < 32768  # below the ephemeral range: no client connection holds it
     with socket.socket() as busy:  # a second job on the machine holds a port: the next pick differs
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        assert free_port() != busy.getsockname()[1]
+        held = busy.getsockname()[1]
+        assert free_port() != held
+        saved = distributed.RENDEZVOUS_PORTS
+        distributed.RENDEZVOUS_PORTS = (held, held + 1)  # of two ports, the held one is never picked
+        try:
+            assert held not in {free_port() for _ in range(8)}
+        finally:
+            distributed.RENDEZVOUS_PORTS = saved
     clean_env["MASTER_PORT"] = "31234"
     assert dist_env().master_port == 31234
 
@@ -57,6 +65,7 @@ def test_slurm_task_of_a_two_node_job(clean_env):
     env = dist_env()
     assert (env.rank, env.world_size, env.local_rank, env.master_addr) == (9, 16, 1, "gpu-node07")
     assert os.environ["RANK"] == "9" and os.environ["LOCAL_RANK"] == "1"
+    assert 20000 <= env.master_port < 32768  # no client connection is handed a port there
     clean_env["MASTER_PORT"] = "29876"  # slurm/pretrain.sh's choice wins over submitit's
     clean_env["MASTER_ADDR"] = "10.1.1.1"
     assert (dist_env().master_addr, dist_env().master_port) == ("10.1.1.1", 29876)
