@@ -237,3 +237,16 @@ def test_two_stage_recipe_video_only_then_init_from_consolidated_weights(data, t
     out = subprocess.run([cli("uva-pretrain"), *[a for s in bad for a in ("--set", s)]],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode != 0 and "is from a different model size or layout than uva-tiny" in out.stdout + out.stderr
+
+
+def test_a_failing_step_exits_with_the_error_instead_of_hanging_on_its_loader_workers(data, tmp_path):
+    """Loader workers ignore SIGTERM (a preemption signal must not kill them), so a trainer that
+    left them running when an error unwound the loop hung at exit in multiprocessing's final join.
+    A model whose latent grid (3 x 3) is not the data's (2 x 2) fails at the first forward."""
+    sets = [s.replace("latent_size: 2", "latent_size: 3") for s in base_sets(tmp_path, data)]
+    sets += ["zero_stage=2", "total_steps=4", "data.num_workers=2"]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [cli("uva-pretrain"), *[a for s in sets for a in ("--set", s)]]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0
+    assert "history must be" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
