@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -607,6 +608,20 @@ def make_loader(cfg: DataConfig, batch_size: int, rank: int = 0, world_size: int
                                        num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
                                        prefetch_factor=4 if cfg.num_workers > 0 else None,
                                        worker_init_fn=_leave_preemption_to_the_trainer if cfg.num_workers else None)
+
+
+@contextmanager
+def batches(loader: torch.utils.data.DataLoader) -> Iterator[Iterator[dict]]:
+    """Iterate ``loader`` and stop its workers on the way out, an error's way included: they
+    ignore SIGTERM (below), so workers left to the interpreter's exit hang it in a final join, and
+    a traceback through ``next`` would keep the iterator (and them) alive."""
+    it = iter(loader)
+    try:
+        yield it
+    finally:
+        stop_workers = getattr(it, "_shutdown_workers", None)  # torch's multi-worker iterator
+        if stop_workers is not None:
+            stop_workers()
 
 
 def _leave_preemption_to_the_trainer(worker_id: int) -> None:

@@ -29,7 +29,7 @@ from pipeline.components.distributed import PREEMPTED_EXIT, Preemption, init_dis
 from pipeline.components.ema import EMA
 from pipeline.components.engine import build_engine
 from pipeline.components.metrics import FlopCounter, StepMeter, Tracker, peak_flops
-from pipeline.data import DataPosition, batch_to_device, make_loader
+from pipeline.data import DataPosition, batch_to_device, batches, make_loader
 from pipeline.train_config import TrainConfig
 from pipeline.validation import Validator
 from uva import UVA, count_parameters, model_config, rng
@@ -202,64 +202,54 @@ def train(cfg: TrainConfig, load=load_weights) -> dict:
     # -- the loop --------------------------------------------------------------------------------
     # Preemption handlers go in before the loader's worker processes fork: Slurm signals every
     # process of a job step, and a worker with the default handler would die of it.
-    with Preemption() as preempt:
-        # the loader's workers ignore SIGTERM (above), so they must be shut down here, also when an
-        # error unwinds the loop: left to the interpreter's exit, they hang it in a final join
-        loader = None
-        try:
-            # the data position is part of the checkpoint: resuming costs the same at any step
-            position = DataPosition(cfg.data.num_workers, data_saved)
-            loader = iter(make_loader(cfg.data, cfg.micro_batch_size, rank, world, resume=data_saved))
-            if resumed and data_saved is None:  # a checkpoint from before positions were saved
-                for _ in range(step * cfg.grad_accum_steps):  # replay the deterministic stream
-                    position.take(next(loader))
-            while step < cfg.total_steps:
-                step_loss = 0.0
-                for _ in range(cfg.grad_accum_steps):
-                    with meter.waiting():
-                        batch = batch_to_device(position.take(next(loader)), device)
-                    with flops.count():
-                        out = engine(**batch, mode_weights=weights, generator=gen)
-                        engine.backward(out["loss"])
-                    engine.step()
-                    step_loss += out["loss"].item() / cfg.grad_accum_steps
-                    meter.add(out)
-                step += 1
-                losses.append(step_loss)
-                if ema is not None:
-                    ema.update(step)
+    # The data position is part of the checkpoint: resuming costs the same at any step.
+    position = DataPosition(cfg.data.num_workers, data_saved)
+    with Preemption() as preempt, \
+            batches(make_loader(cfg.data, cfg.micro_batch_size, rank, world, resume=data_saved)) as loader:
+        if resumed and data_saved is None:  # a checkpoint from before positions were saved
+            for _ in range(step * cfg.grad_accum_steps):  # replay the deterministic stream
+                position.take(next(loader))
+        while step < cfg.total_steps:
+            step_loss = 0.0
+            for _ in range(cfg.grad_accum_steps):
+                with meter.waiting():
+                    batch = batch_to_device(position.take(next(loader)), device)
+                with flops.count():
+                    out = engine(**batch, mode_weights=weights, generator=gen)
+                    engine.backward(out["loss"])
+                engine.step()
+                step_loss += out["loss"].item() / cfg.grad_accum_steps
+                meter.add(out)
+            step += 1
+            losses.append(step_loss)
+            if ema is not None:
+                ema.update(step)
 
-                if step % cfg.log_every == 0 or step == cfg.total_steps:
-                    window, elapsed = meter.report()
-                    metrics = {"loss": step_loss, "lr": sched.get_last_lr()[0], **window, **flops.report(elapsed)}
-                    norm = engine.get_global_grad_norm()
-                    if norm is not None:
-                        metrics["grad_norm"] = float(norm)
-                    tracker.log(metrics, step)
-                    history.append({"step": step, "samples_per_s": metrics["samples_per_s"],
-                                    "data_wait_frac": metrics["data_wait_frac"], "mfu": metrics.get("mfu")})
-                    if rank == 0:
-                        print(f"[train] step {step}/{cfg.total_steps} loss {step_loss:.4f} lr {metrics['lr']:.2e} "
-                              f"{metrics['samples_per_s']:.1f} samples/s wait {metrics['data_wait_frac']:.1%}"
-                              + (f" MFU {metrics['mfu']:.1%}" if "mfu" in metrics else ""), flush=True)
-                if validator.due(step):
-                    validator.run(engine.module, step)
+            if step % cfg.log_every == 0 or step == cfg.total_steps:
+                window, elapsed = meter.report()
+                metrics = {"loss": step_loss, "lr": sched.get_last_lr()[0], **window, **flops.report(elapsed)}
+                norm = engine.get_global_grad_norm()
+                if norm is not None:
+                    metrics["grad_norm"] = float(norm)
+                tracker.log(metrics, step)
+                history.append({"step": step, "samples_per_s": metrics["samples_per_s"],
+                                "data_wait_frac": metrics["data_wait_frac"], "mfu": metrics.get("mfu")})
+                if rank == 0:
+                    print(f"[train] step {step}/{cfg.total_steps} loss {step_loss:.4f} lr {metrics['lr']:.2e} "
+                          f"{metrics['samples_per_s']:.1f} samples/s wait {metrics['data_wait_frac']:.1%}"
+                          + (f" MFU {metrics['mfu']:.1%}" if "mfu" in metrics else ""), flush=True)
+            if validator.due(step):
+                validator.run(engine.module, step)
 
-                if preempt.agreed():
-                    save(step)
-                    preempted = True
-                    marker = os.environ.get("UVA_PREEMPT_MARKER")
-                    if marker and rank == 0:  # tells the launcher script to requeue, whatever srun's exit code
-                        Path(marker).write_text(f"step_{step}\n")
-                    break
-                if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
-                    save(step)
-        finally:  # (a traceback through next(loader) would keep the iterator alive: stop it here)
-            stop_workers = getattr(loader, "_shutdown_workers", None)  # torch's multi-worker iterator
-            if stop_workers is not None:
-                stop_workers()
-            loader = None
-
+            if preempt.agreed():
+                save(step)
+                preempted = True
+                marker = os.environ.get("UVA_PREEMPT_MARKER")
+                if marker and rank == 0:  # tells the launcher script to requeue, whatever srun's exit code
+                    Path(marker).write_text(f"step_{step}\n")
+                break
+            if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+                save(step)
     tracker.close()
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -43,7 +43,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     import random
 
     ports = range(RENDEZVOUS_PORTS[0], RENDEZVOUS_PORTS[1] + 1)
-    for port in random.Random().sample(ports, min(64, len(ports))):
+    for port in random.sample(ports, min(64, len(ports))):
         with socket.socket() as s:
             try:
                 s.bind((host, port))

@@ -28,7 +28,7 @@ def clean_env():
     os.environ.update(saved)
 
 
-def test_single_process_picks_a_free_port_unless_given(clean_env):
+def test_single_process_picks_a_free_port_unless_given(clean_env, monkeypatch):
     env = dist_env()
     assert (env.rank, env.world_size, env.local_rank, env.master_addr) == (0, 1, 0, "127.0.0.1")
     assert os.environ["MASTER_PORT"] == str(env.master_port)
@@ -41,12 +41,8 @@ def test_single_process_picks_a_free_port_unless_given(clean_env):
         busy.listen()
         held = busy.getsockname()[1]
         assert free_port() != held
-        saved = distributed.RENDEZVOUS_PORTS
-        distributed.RENDEZVOUS_PORTS = (held, held + 1)  # of two ports, the held one is never picked
-        try:
-            assert held not in {free_port() for _ in range(8)}
-        finally:
-            distributed.RENDEZVOUS_PORTS = saved
+        monkeypatch.setattr(distributed, "RENDEZVOUS_PORTS", (held, held + 1))  # of two, the held one is never picked
+        assert held not in {free_port() for _ in range(8)}
     clean_env["MASTER_PORT"] = "31234"
     assert dist_env().master_port == 31234
 
