@@ -99,40 +99,46 @@ def test_mask_ratio_distribution():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", MODE_NAMES)
-def test_tiny_model_overfits_fixed_batch(mode, make_batch):
-    # a little wider than uva-tiny so it can memorise every token of the batch
-    cfg = model_config("uva-tiny", width=64, decoder_width=64, head_width=64, action_head_width=64)
+def test_tiny_model_overfits_fixed_batch_in_every_mode():
+    """One model memorises a fixed batch in all five modes at once (each row of the batch
+    trained in its own mode): every mode's loss falls below a tenth of its start."""
+    # a little wider than uva-tiny so it can memorise every token of the batch; 8 noise draws per
+    # action chunk: with uva-tiny's 2 the action losses plateau near first/10 (gradient noise at
+    # the low-noise end), with 8 they fall ~70-130x in 600 steps (video modes ~25-30x)
+    cfg = model_config("uva-tiny", width=64, decoder_width=64, head_width=64, action_head_width=64,
+                       action_batch_mul=8)
     torch.manual_seed(0)
     model = UVA(cfg)
     c = cfg
     g0 = torch.Generator().manual_seed(1)
     shape = (c.latent_channels, c.latent_size, c.latent_size)
-    b = {"history": torch.randn(2, c.num_history, *shape, generator=g0),
-         "future": torch.randn(2, c.num_future, *shape, generator=g0),
-         "actions": torch.randn(2, c.action_horizon, c.action_dim, generator=g0),
-         "has_actions": torch.ones(2, dtype=torch.bool)}
-    m = modes(mode, mode)
-    # the action losses sit near first/11 after 1500 steps (the low-noise end of the diffusion loss
-    # is slow to fit); 2500 steps give them a margin: about first/11.5 with seed 0
-    steps = 2500
+    k = len(MODE_NAMES)
+    one = {"history": torch.randn(2, c.num_history, *shape, generator=g0),
+           "future": torch.randn(2, c.num_future, *shape, generator=g0),
+           "actions": torch.randn(2, c.action_horizon, c.action_dim, generator=g0),
+           "has_actions": torch.ones(2, dtype=torch.bool)}
+    b = {key: v.repeat(k, *[1] * (v.ndim - 1)) for key, v in one.items()}  # the 2 samples once per mode
+    m = modes(*[name for name in MODE_NAMES for _ in range(2)])
+    steps = 600
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(0)
 
-    def evaluate():
+    def per_mode():
         with torch.no_grad():
-            return torch.stack([model(**b, mode_weights=ALL, modes=m, generator=torch.Generator().manual_seed(s))["loss"]
-                                for s in range(8)]).mean().item()
+            per = torch.stack([model(**b, mode_weights=ALL, modes=m, generator=torch.Generator().manual_seed(s))
+                               ["per_sample"] for s in range(8)]).mean(0)
+        return {name: float(per[m == MODE_INDEX[name]].mean()) for name in MODE_NAMES}
 
-    first = evaluate()
+    first = per_mode()
     for _ in range(steps):
         loss = model(**b, mode_weights=ALL, modes=m, generator=g)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-    assert evaluate() < first / 10
+    last = per_mode()
+    assert all(last[n] < first[n] / 10 for n in MODE_NAMES), {n: first[n] / last[n] for n in MODE_NAMES}
 
 
 def test_same_seed_same_outputs(tiny_cfg, make_batch):
