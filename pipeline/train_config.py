@@ -63,6 +63,7 @@ class TrainConfig:
     eval_sources: list[SourceConfig] = field(default_factory=list)  # held-out shard sets (default: training sets)
     eval_vae: str | None = None  # VAE bundle to decode predictions into an mp4 artifact (None = no video)
     eval_batch_size: int = 4
+    eval_batches: int = 1  # held-out batches per evaluation, metrics averaged (one batch of 4 is noisy)
     eval_sampling_steps: int = 16  # diffusion steps for predicted actions and video
     eval_iters: int = 4  # MaskGIT rounds for predicted video
 
@@ -77,6 +78,7 @@ class TrainConfig:
             raise ValueError("mode_weights: at least one mode needs a positive weight")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
-        for key in ("total_steps", "micro_batch_size", "grad_accum_steps", "checkpoint_every", "keep_last", "log_every"):
+        for key in ("total_steps", "micro_batch_size", "grad_accum_steps", "checkpoint_every", "keep_last", "log_every",
+                    "eval_batch_size", "eval_batches"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")

@@ -7,6 +7,7 @@ decodes and writes the video.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -88,10 +89,18 @@ def write_prediction_video(vae, batch: dict, future: torch.Tensor, path: Path, f
     return value
 
 
+def mean_metrics(per_batch: list[dict]) -> dict:
+    """Each metric averaged over the batches that report it (``val/action_mse`` is absent from a
+    batch without actions)."""
+    keys = dict.fromkeys(k for m in per_batch for k in m)
+    return {k: float(np.mean([m[k] for m in per_batch if k in m])) for k in keys}
+
+
 class Validator:
-    """Runs ``evaluate`` on the held-out sets every ``cfg.eval_every`` steps and reports it. Each
-    evaluation reads a fresh held-out stream seeded by its step (so a resumed run evaluates the
-    same batches as an uninterrupted one); the VAE is loaded at the first evaluation."""
+    """Runs ``evaluate`` on ``cfg.eval_batches`` held-out batches every ``cfg.eval_every`` steps
+    and reports the means. Each evaluation reads a fresh held-out stream seeded by its step (so a
+    resumed run evaluates the same batches as an uninterrupted one); the VAE is loaded at the
+    first evaluation, and the prediction video shows the first batch."""
 
     def __init__(self, cfg, rank: int, world_size: int, device, bf16: bool, tracker):
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
@@ -101,17 +110,18 @@ class Validator:
     def due(self, step: int) -> bool:
         return bool(self.cfg.eval_every) and (step % self.cfg.eval_every == 0 or step == self.cfg.total_steps)
 
-    def _batch(self, step: int) -> dict:
+    def _batches(self, step: int) -> list[dict]:
         from pipeline.data import make_loader, merged_stats
 
         cfg = self.cfg
         data = replace(cfg.data, sources=cfg.eval_sources or cfg.data.sources, seed=cfg.data.seed + 1 + step,
                        num_workers=0, augment_shift=0)  # held-out windows as they are
         # held-out actions are normalized with the training statistics
-        batch = next(iter(make_loader(data, cfg.eval_batch_size, self.rank, self.world_size,
-                                      stats=merged_stats(cfg.data.sources))))
-        batch.pop("__state__", None)
-        return batch
+        loader = make_loader(data, cfg.eval_batch_size, self.rank, self.world_size, stats=merged_stats(cfg.data.sources))
+        batches = list(itertools.islice(iter(loader), cfg.eval_batches))
+        for batch in batches:
+            batch.pop("__state__", None)
+        return batches
 
     def run(self, model: UVA, step: int) -> dict:
         from pipeline.data import batch_to_device
@@ -121,14 +131,19 @@ class Validator:
             from uva_io.vae_bundle import load_vae
 
             self.vae = load_vae(cfg.eval_vae)
-        batch = batch_to_device(self._batch(step), self.device)
-        res = evaluate(model, batch, cfg.eval_sampling_steps, cfg.eval_iters,
-                       rng.generator(cfg.seed + step, self.device))
-        metrics = res["metrics"]
+        generator = rng.generator(cfg.seed + step, self.device)  # one draw sequence through all batches
+        per_batch, first = [], None
+        for batch in self._batches(step):
+            batch = batch_to_device(batch, self.device)
+            res = evaluate(model, batch, cfg.eval_sampling_steps, cfg.eval_iters, generator)
+            per_batch.append(res["metrics"])
+            if first is None:
+                first = (batch, res["future"])
+        metrics = mean_metrics(per_batch)
         if self.vae is not None:
             path = Path(cfg.run_dir) / "eval" / f"prediction_step{step:07d}.mp4"
             path.parent.mkdir(exist_ok=True)
-            metrics["val/video_psnr"] = write_prediction_video(self.vae, batch, res["future"], path)
+            metrics["val/video_psnr"] = write_prediction_video(self.vae, *first, path)
             self.tracker.artifact(path)
         self.tracker.log(metrics, step)
         if self.rank == 0:
