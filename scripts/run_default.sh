@@ -29,7 +29,7 @@ once "$OUT/finetune" "$OUT/pretrain/.done" \
     --set "stages=[{name: heads, steps: $FT_HEADS, lr: 1.0e-3, warmup_steps: 30, freeze: [backbone]}, {name: all, steps: $FT_ALL, lr: 5.0e-4, warmup_steps: 50}]"
 once "$OUT/eval_pusht" "$OUT/finetune/.done" \
   $BIN/uva-eval --env pusht --policy "$OUT/finetune/export" --seeds "$EVAL_SEEDS" --workers "$WORKERS" \
-    --output "$OUT/eval_pusht" --tracking-uri "sqlite:///$PWD/$OUT/finetune/mlflow.db" --experiment pusht-eval
+    --output "$OUT/eval_pusht" --tracking-uri "sqlite:///$(realpath -m "$OUT")/finetune/mlflow.db" --experiment pusht-eval
 .venv/bin/python -c "import json, sys; r = json.load(open(sys.argv[1])); print(f'[default] PushT score {r[\"score\"]:.4f}, success rate {r[\"success_rate\"]:.3f} over {r[\"num_episodes\"]} seeds ({sys.argv[1]})')" "$OUT/eval_pusht/results.json"
 # the same checkpoint fine-tuned to the two-camera franka set (the default franka recipe's
 # stages, shortened for a CPU); its held-out action error is in the stage's MLflow run
