@@ -440,6 +440,23 @@ class ShardSetStream(torch.utils.data.IterableDataset):
                              f"'{self.source.path}'")
         return out
 
+    def every_window(self, with_actions: bool = False) -> Iterator[dict]:
+        """One pass over the whole set (every shard, not a rank's share), every window of every
+        usable episode once, in shard and time order; ``with_actions``: only episodes with actions.
+        Unreadable samples are counted and skipped as in the stream."""
+        for url in self.shards:
+            for raw in tar_samples(url, self.errors):
+                try:
+                    ep = self._episode(decode_sample(raw))
+                except (KeyError, ValueError, IndexError, OSError, EOFError) as err:
+                    self.num_corrupt += 1
+                    self.errors(ValueError(f"sample {raw.get('__key__')} in {url}: {err}"))
+                    continue
+                if with_actions and ep["actions"] is None:
+                    continue
+                for start in window_starts(len(ep["latents"]), self.cfg.window):
+                    yield self._window(ep, start)
+
     def snapshot(self) -> dict | None:
         """The position after the last window handed out (small: keys and starts, no data);
         before the first window, the position it will start from (None: the beginning)."""

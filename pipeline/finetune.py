@@ -37,6 +37,9 @@ from uva_io import storage
 from uva_io.shardset import read_stats
 
 
+STAGE_KINDS = ("joint", "action_head")
+
+
 @dataclass
 class StageConfig:
     """One fine-tuning stage."""
@@ -46,10 +49,22 @@ class StageConfig:
     lr: float
     warmup_steps: int = 0
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes (backbone, video_head, embed...)
+    # joint: masked training of the whole model (DeepSpeed, the recipe's batch and modes);
+    # action_head: the action head alone on the policy conditions of every training window,
+    # computed once with the rest of the model fixed (pipeline/head_fit.py)
+    kind: str = "joint"
+    batch_size: int = 256  # action_head: condition rows per step (joint stages use train.micro_batch_size)
 
     def validate(self) -> None:
         if self.steps <= 0 or self.lr <= 0 or self.warmup_steps < 0:
             raise ValueError(f"stage '{self.name}': steps and lr must be positive, warmup_steps >= 0")
+        if self.kind not in STAGE_KINDS:
+            raise ValueError(f"stage '{self.name}': kind must be one of {', '.join(STAGE_KINDS)}, got {self.kind!r}")
+        if self.kind == "action_head" and self.freeze:
+            raise ValueError(f"stage '{self.name}': an action_head stage trains the action head alone; "
+                             f"freeze has no meaning there (got {self.freeze})")
+        if self.batch_size <= 0:
+            raise ValueError(f"stage '{self.name}': batch_size must be positive, got {self.batch_size}")
 
 
 @dataclass
@@ -274,10 +289,18 @@ def run(argv: list[str] | None = None) -> dict:
             continue
         if rank == 0:
             print(f"[finetune] stage '{st.name}': {st.steps} steps at lr {st.lr:g}"
-                  + (f", frozen {st.freeze}" if st.freeze else ""), flush=True)
+                  + (f", frozen {st.freeze}" if st.freeze else "")
+                  + (f", the action head alone on cached conditions, batch {st.batch_size}"
+                     if st.kind == "action_head" else ""), flush=True)
         try:
             # the first stage adapts the pretrained weights to the robot; later ones continue exactly
-            res = train(tc, load=load_adapted if i == 0 else load_weights)
+            load = load_adapted if i == 0 else load_weights
+            if st.kind == "action_head":
+                from pipeline.head_fit import run_stage
+
+                res = {**run_stage(tc, st.batch_size, load), "preempted": False}
+            else:
+                res = train(tc, load=load)
         except (ValueError, FileNotFoundError) as err:  # e.g. weights of another size or layout
             print(f"error: stage '{st.name}': {err}", file=sys.stderr)
             sys.exit(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import replace
@@ -365,6 +366,52 @@ def test_from_scratch_trains_the_pretrained_architecture_from_fresh_weights(worl
     matrices = [k for k in backbone if pre[k].ndim >= 2]
     assert matrices and all(not torch.equal(pre[k], runs["scratch"][k]) for k in matrices)
     assert runs["pretrained"].keys() == runs["scratch"].keys()
+
+
+def test_an_action_head_stage_fits_the_head_alone_on_cached_conditions_and_exports_it(world, tmp_path):
+    """A joint stage, then the action head alone on the cached policy conditions: the stage's
+    checkpoint keeps every other weight of the joint stage, its head is new and what the bundle
+    ships; the held-out head loss is reported; a rerun skips both stages."""
+    from safetensors.torch import load_file
+
+    run, data = tmp_path / "ft", str(world["root"] / "pusht")
+    stages = ("[{name: all, steps: 2, lr: 1.0e-3}, "
+              "{name: head, kind: action_head, steps: 40, lr: 1.0e-3, warmup_steps: 5, batch_size: 16}]")
+    args = ["--robot", "pusht", "--pretrained", str(world["ckpt"]), "--data", data, "--eval-data", data,
+            *recipe(run, stages)]
+    proc = finetune(args)
+    assert "the action head alone on cached conditions, batch 16" in proc.stdout
+    assert "[head] conditions of" in proc.stdout and "held-out" in proc.stdout
+    losses = re.search(r"\[head\] head loss train ([\d.]+) -> ([\d.]+), heldout ([\d.]+) -> ([\d.]+)", proc.stdout)
+    assert losses, proc.stdout[-2000:]
+    tr0, tr1 = float(losses.group(1)), float(losses.group(2))
+    assert tr1 < tr0  # the head learned something on the cached conditions
+    joint = load_file(str(run / "stage0_all" / "checkpoints" / "step_2" / "ema.safetensors"))
+    step = run / "stage1_head" / "checkpoints" / "step_40"
+    assert (step / "COMPLETE").is_file() and (step / "model_config.json").is_file()
+    head = load_file(str(step / "ema.safetensors"))
+    shipped = load_file(str(run / "export" / "model.safetensors"))
+    assert head.keys() == joint.keys() == shipped.keys()
+    assert all(torch.equal(head[k], joint[k]) for k in joint if not k.startswith("action_head."))
+    assert any(not torch.equal(head[k], joint[k]) for k in joint if k.startswith("action_head."))
+    assert all(torch.equal(head[k], shipped[k]) for k in head)
+    meta = json.loads((run / "export" / "policy.json").read_text())
+    assert meta["source"]["checkpoint"].endswith("stage1_head/checkpoints/step_40")
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{run / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("uva-finetune-pusht")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2 and any("head/heldout_loss" in r.data.metrics for r in runs)
+    again = finetune(args)
+    assert again.stdout.count("already complete") == 2
+    # a stage kind that does not exist, and a frozen prefix in a stage that trains the head alone
+    for bad, message in (("{name: x, kind: head_only, steps: 1, lr: 1.0e-3}", "kind must be one of joint, action_head"),
+                         ("{name: x, kind: action_head, steps: 1, lr: 1.0e-3, freeze: [backbone]}",
+                          "freeze has no meaning there")):
+        proc = finetune(["--robot", "pusht", "--pretrained", str(world["ckpt"]), "--data", data,
+                         *recipe(tmp_path / "bad", f"[{bad}]")], check=False)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.slow
