@@ -177,18 +177,19 @@ def run_stage(cfg, batch_size: int, load) -> dict:
     stage's checkpoints; ``total_steps``, ``optim.lr``/``warmup_steps``/``weight_decay``/``ema_decay``
     and ``seed`` as a joint stage reads them; ``eval_sources`` give a held-out head loss). Rank 0
     trains and saves; other ranks wait for the marker. Returns {'step', 'run_id', 'losses'}."""
-    from pipeline.components.distributed import dist_env
+    from pipeline.components.distributed import device_for, dist_env
     from pipeline.components.metrics import Tracker
     from pipeline.train import build_model, resolve_conditioning
     from uva_io.config import to_dict
 
     ckpts = RunCheckpoints(Path(cfg.run_dir) / "checkpoints", cfg.keep_last)
-    rank = dist_env().rank
+    env = dist_env()
+    rank = env.rank
     if rank != 0:
         while ckpts.latest_step() != cfg.total_steps:
             time.sleep(5)
         return {"step": cfg.total_steps, "run_id": None, "losses": []}
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_for(env.local_rank)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
