@@ -411,13 +411,8 @@ class ShardSetStream(torch.utils.data.IterableDataset):
                                      f"the {self.cfg.window.span} frames one window spans")
                 whole_pass, found = True, False
                 continue
-            try:
-                ep = self._episode(decode_sample(raw))
-            except (KeyError, ValueError, IndexError, OSError, EOFError) as err:
-                self.num_corrupt += 1
-                self.errors(ValueError(f"sample {raw.get('__key__')} in {raw.get('__url__')}: {err}"))
-                continue
-            if len(window_starts(len(ep["latents"]), self.cfg.window)):
+            ep = self._readable(raw)
+            if ep is not None and len(window_starts(len(ep["latents"]), self.cfg.window)):
                 found = True
                 yield raw["__key__"], ep
 
@@ -446,16 +441,20 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         Unreadable samples are counted and skipped as in the stream."""
         for url in self.shards:
             for raw in tar_samples(url, self.errors):
-                try:
-                    ep = self._episode(decode_sample(raw))
-                except (KeyError, ValueError, IndexError, OSError, EOFError) as err:
-                    self.num_corrupt += 1
-                    self.errors(ValueError(f"sample {raw.get('__key__')} in {url}: {err}"))
-                    continue
-                if with_actions and ep["actions"] is None:
+                ep = self._readable(raw)
+                if ep is None or (with_actions and ep["actions"] is None):
                     continue
                 for start in window_starts(len(ep["latents"]), self.cfg.window):
                     yield self._window(ep, start)
+
+    def _readable(self, raw: dict) -> dict | None:
+        """The episode of tar sample ``raw``, or None (counted and logged) when it is unusable."""
+        try:
+            return self._episode(decode_sample(raw))
+        except (KeyError, ValueError, IndexError, OSError, EOFError) as err:
+            self.num_corrupt += 1
+            self.errors(ValueError(f"sample {raw.get('__key__')} in {raw.get('__url__')}: {err}"))
+            return None
 
     def snapshot(self) -> dict | None:
         """The position after the last window handed out (small: keys and starts, no data);
