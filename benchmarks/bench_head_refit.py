@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import platform
 import shutil
 import subprocess
@@ -44,19 +43,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def load_bundle_model(bundle: Path):
-    from safetensors.torch import load_file
-
-    from uva import UVA
-    from uva.config import UVAConfig
-    from uva_io.config import from_dict
-
-    meta = json.loads((bundle / "policy.json").read_text())
-    model = UVA(from_dict(UVAConfig, meta["model_config"], prefix="model_config"))
-    model.load_state_dict(load_file(str(bundle / "model.safetensors")))
-    return model.eval()
-
-
 def evaluate(bundle: Path, out: Path, seeds: str, workers: int) -> dict:
     """uva-eval's results for ``bundle`` (kept when made before)."""
     res = out / "results.json"
@@ -67,18 +53,14 @@ def evaluate(bundle: Path, out: Path, seeds: str, workers: int) -> dict:
     return json.loads(res.read_text())
 
 
-def paired(base: dict, other: dict) -> tuple[float, float]:
-    a = {e["seed"]: e["max_reward"] for e in base["episodes"]}
-    d = np.array([e["max_reward"] - a[e["seed"]] for e in other["episodes"]])
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
-
-
 def main() -> None:
     from pipeline.train_config import TrainConfig
     from uva_io.config import from_dict
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_ablation import heldout_mse
+    from bench_ablation import heldout_mse, paired
+
+    from pipeline.policy import load_policy
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--finetune", default="runs/default/finetune", help="a finished uva-finetune run folder")
@@ -107,7 +89,7 @@ def main() -> None:
     data = from_dict(TrainConfig, json.loads((last / "config.json").read_text())).data
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
           f"{args.threads} threads; fine-tune {ft} (its bundle's weights), held-out {args.val}", flush=True)
-    model = load_bundle_model(bundle)
+    model = load_policy(bundle).model  # the bundle's weights in fp32 on the CPU, eval mode
     t0 = time.perf_counter()
     stats = merged_stats(data.sources)
     train = policy_conditions(model, action_windows(data, stats))
@@ -117,6 +99,7 @@ def main() -> None:
           f"{time.perf_counter() - t0:.0f} s", flush=True)
     base = evaluate(bundle, out / "eval_finetune", args.seeds, args.workers)
     mse, _ = heldout_mse(bundle, Path(args.val), [], args.val_windows)
+    rewards = lambda res: {e["seed"]: e["max_reward"] for e in res["episodes"]}  # noqa: E731
     rows = [("the fine-tune's head", head_loss(model, train), head_loss(model, val), mse, 0.0, base, (0.0, 0.0))]
     for name, reset, batch, steps in runs:
         m = copy.deepcopy(model)
@@ -136,12 +119,14 @@ def main() -> None:
         shutil.rmtree(out / name / "eval", ignore_errors=True)
         res = evaluate(dest, out / name / "eval", args.seeds, args.workers)
         mse, _ = heldout_mse(dest, Path(args.val), [], args.val_windows)
-        rows.append((f"{'fresh' if reset else 'fine-tuned'} head, {steps} steps of {batch} rows on cached "
-                     f"conditions", head_loss(m, train), head_loss(m, val), mse, secs, res, paired(base, res)))
+        label = f"{'fresh' if reset else 'fine-tuned'} head, {steps} steps of {batch} rows on cached conditions"
+        rows.append((label, head_loss(m, train), head_loss(m, val), mse, secs, res,
+                     paired(rewards(base), rewards(res))))
     print("\n| action head | train loss | held-out loss | held-out action MSE | train s | score | successes "
           "| vs the fine-tune (+- SE) |")
     print("|---|---|---|---|---|---|---|---|")
     for label, tl, vl, mse, secs, res, (d, se) in rows:
+        d = float(np.mean(d))
         succ = sum(e["success"] for e in res["episodes"])
         print(f"| {label} | {tl:.4f} | {vl:.4f} | {mse:.4f} | {secs:.0f} | {res['score']:.4f} | "
               f"{succ}/{len(res['episodes'])} | {d:+.3f} +- {se:.3f} |")
