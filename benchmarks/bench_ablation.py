@@ -54,7 +54,13 @@ def run(cmd: list[str], log: Path) -> None:
 
 
 def heldout_mse(bundle: Path, val: Path, eval_args: list[str], max_windows: int) -> tuple[float, float]:
-    """Sampled-chunk MSE (absolute normalized units, the robot's dimensions; a relative policy's
+    """Mean of ``heldout_window_errors`` over the windows, and the jitter."""
+    errs, jitter = heldout_window_errors(bundle, val, eval_args, max_windows)
+    return float(errs.mean()), jitter
+
+
+def heldout_window_errors(bundle: Path, val: Path, eval_args: list[str], max_windows: int) -> tuple[np.ndarray, float]:
+    """Per-window sampled-chunk MSE (absolute normalized units, the robot's dimensions; a relative policy's
     chunks are made absolute first) on the held-out windows, and
     the chunks' jitter: the mean step between consecutive sampled actions over the demos' (1 =
     as smooth as the demonstrations; a sampler that draws each action on its own zigzags)."""
@@ -107,7 +113,7 @@ def heldout_mse(bundle: Path, val: Path, eval_args: list[str], max_windows: int)
         errs.append(((pred - truth[..., :a]) ** 2).mean((1, 2)))
         steps.append(pred.diff(dim=1).norm(dim=-1).mean(1))
         demo_steps.append(truth[..., :a].diff(dim=1).norm(dim=-1).mean(1))
-    return float(torch.cat(errs).mean()), float(torch.cat(steps).mean() / torch.cat(demo_steps).mean())
+    return torch.cat(errs).numpy(), float(torch.cat(steps).mean() / torch.cat(demo_steps).mean())
 
 
 def main() -> None:

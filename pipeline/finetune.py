@@ -39,6 +39,27 @@ from uva_io.shardset import read_stats
 
 STAGE_KINDS = ("joint", "action_head")
 
+# Keys of the shared training section that every stage sets anyway (from the stage, the robot's
+# YAML, the checkpoint or the command line): a recipe that sets them would be overwritten without
+# a word, so it is refused, with where the value goes instead.
+STAGE_SET_KEYS = {
+    "train.total_steps": "stages[].steps",
+    "train.optim.lr": "stages[].lr",
+    "train.optim.warmup_steps": "stages[].warmup_steps",
+    "train.freeze": "stages[].freeze",
+    "train.run_dir": "run_dir (or --run-dir); each stage runs in RUN_DIR/stage<i>_<name>",
+    "train.init_from": "--pretrained (each later stage starts from the stage before)",
+    "train.experiment": "experiment (the recipe's top level)",
+    "train.data.sources": "--data",
+    "train.data.action_dim": "the robot's YAML (action_names)",
+    "train.data.num_views": "the robot's YAML (cameras)",
+    "train.data.proprio_dim": "the robot's YAML (proprio_names) and use_proprio",
+    "train.data.normalization": "the robot's YAML (normalization)",
+    "train.data.norm_mask": "the robot's YAML (unnormalized)",
+    "train.data.vae_identity": "nowhere: the --data shard sets' index names their VAE",
+    "train.data.relative_actions": "relative_actions (the recipe's top level)",
+}
+
 
 @dataclass
 class StageConfig:
@@ -83,6 +104,7 @@ class FinetuneConfig:
     # benefit measurement (same model, recipe and steps; only the initialization differs)
     from_scratch: bool = False
     run_dir: str = "runs/finetune"
+    experiment: str | None = None  # MLflow experiment of the stages' runs (None: uva-finetune-<robot>)
 
     def validate(self) -> None:
         if not self.stages:
@@ -90,6 +112,29 @@ class FinetuneConfig:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stages: names must be unique, got {names}")
+
+
+def dotted_keys(data: dict, prefix: str = "") -> list[str]:
+    """Every key of a nested mapping, dotted, parents before their children."""
+    keys = []
+    for k, v in data.items():
+        keys.append(f"{prefix}{k}")
+        if isinstance(v, dict):
+            keys += dotted_keys(v, f"{prefix}{k}.")
+    return keys
+
+
+def load_recipe(path, overrides: list[str] | None = None) -> FinetuneConfig:
+    """The recipe at ``path`` with dotted ``overrides``; a key that the stages set anyway
+    (STAGE_SET_KEYS) is a ValueError naming it and where to set it instead."""
+    from uva_io.config import apply_overrides, from_dict, read_yaml
+
+    data = apply_overrides(read_yaml(path) if path else {}, list(overrides or []))
+    for key in dotted_keys(data):
+        if key in STAGE_SET_KEYS:
+            raise ValueError(f"recipe key '{key}' would be overwritten by every stage; set it in "
+                             f"{STAGE_SET_KEYS[key]} instead")
+    return from_dict(FinetuneConfig, data)
 
 
 def resolve_pretrained(path: str | Path) -> tuple[Path, dict | None]:
@@ -229,8 +274,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
             if eval_data else base.eval_sources,
             optim=replace(base.optim, lr=st.lr, warmup_steps=st.warmup_steps),
             total_steps=st.steps, freeze=list(st.freeze), run_dir=str(root / f"stage{i}_{st.name}"),
-            tracking_uri=tracking, experiment=base.experiment if base.experiment != "uva-pretrain"
-            else f"uva-finetune-{robot.name}",
+            tracking_uri=tracking, experiment=cfg.experiment or f"uva-finetune-{robot.name}",
             init_from=(None if cfg.from_scratch else str(weights)) if prev is None else str(prev),
             init_weights=base.init_weights)
         tc.validate()
@@ -249,7 +293,6 @@ def run(argv: list[str] | None = None) -> dict:
     from pipeline.components.checkpoint import RunCheckpoints, load_weights
     from pipeline.components.distributed import dist_env, leave_process_group
     from pipeline.train import train
-    from uva_io.config import load_config
 
     p = argparse.ArgumentParser(prog="uva-finetune", description=__doc__.split("\n\n")[0])
     p.add_argument("--robot", required=True, help="a name in configs/robots/ or a robot YAML path")
@@ -266,7 +309,7 @@ def run(argv: list[str] | None = None) -> dict:
                         "benefit measurement)")
     args = p.parse_args(argv)
     try:
-        cfg = load_config(FinetuneConfig, args.config, args.set)
+        cfg = load_recipe(args.config, args.set)
         if args.run_dir:
             cfg = replace(cfg, run_dir=args.run_dir)
         if args.from_scratch:

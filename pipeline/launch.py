@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None, module: str = "pipeline.train") -> None:
     p.add_argument("--timeout-min", type=int, default=60 * 24)
     p.add_argument("--log-dir", default="logs/submitit")
     args, rest = p.parse_known_args(argv)
+    from pipeline.components.distributed import isolate_op_builds
+
+    isolate_op_builds()  # every rank (torchrun, submitit) builds and loads DeepSpeed's ops in this environment's folder
     if args.submitit:
         import submitit
 

@@ -10,14 +10,23 @@ Rank, world size, local rank and the rendezvous address come from, in order:
   two jobs on one machine do not collide.
 The values are exported for torch.distributed's env:// rendezvous. The device comes from the
 local rank, never the global one: rank 9 of a 2 x 8 job is cuda:1 on its node.
+
+DeepSpeed JIT-builds some ops (on CPU the shared-memory collective) into torch's extensions
+folder, which torch keys by Python and torch version only: two environments on one machine (two
+DeepSpeed versions, say) would load each other's builds and fail in ``init_distributed``.
+``isolate_op_builds`` gives each environment and DeepSpeed version its own folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 
 import torch
 
@@ -101,8 +110,41 @@ def device_for(local_rank: int) -> torch.device:
     return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
 
+OP_BUILDS_KEY = "UVA_OP_BUILDS_FOR"  # marks TORCH_EXTENSIONS_DIR as already chosen for this environment
+
+
+def op_builds_key(prefix: str | None = None, deepspeed_version: str | None = None) -> str:
+    """Names one environment's op builds: Python, torch and DeepSpeed versions and the
+    environment's prefix (two venvs with the same versions still get two folders)."""
+    if deepspeed_version is None:
+        try:
+            deepspeed_version = metadata.version("deepspeed")
+        except metadata.PackageNotFoundError:
+            deepspeed_version = "none"
+    prefix = prefix or sys.prefix
+    digest = hashlib.sha1(prefix.encode()).hexdigest()[:10]
+    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return f"{py}-torch{torch.__version__.split('+')[0]}-ds{deepspeed_version}-{digest}"
+
+
+def isolate_op_builds(environ=os.environ, prefix: str | None = None, deepspeed_version: str | None = None) -> str:
+    """Point TORCH_EXTENSIONS_DIR at a folder of this environment's own (under the one the user
+    set, or torch's default ~/.cache/torch_extensions) unless a parent process of the same
+    environment already did; child processes (torchrun, srun ranks) inherit it. Returns it."""
+    key = op_builds_key(prefix, deepspeed_version)
+    if environ.get(OP_BUILDS_KEY) == key and environ.get("TORCH_EXTENSIONS_DIR"):
+        return environ["TORCH_EXTENSIONS_DIR"]
+    base = environ.get("TORCH_EXTENSIONS_DIR") or str(Path.home() / ".cache" / "torch_extensions")
+    if environ.get(OP_BUILDS_KEY):  # a parent of another environment chose it: build beside, not inside
+        base = str(Path(base).parent)
+    environ["TORCH_EXTENSIONS_DIR"] = str(Path(base) / key)
+    environ[OP_BUILDS_KEY] = key
+    return environ["TORCH_EXTENSIONS_DIR"]
+
+
 def init_distributed() -> tuple[DistEnv, torch.device]:
     """Join the process group (nccl on GPU, gloo on CPU) and pin this process's device."""
+    isolate_op_builds()
     import deepspeed
 
     env = dist_env()
