@@ -176,7 +176,7 @@ def pretrain(args, out: Path, arm: str, sets: dict[str, Path], steps: int) -> Pa
 
 
 def finetune(args, out: Path, name: str, n: int, pretrained: Path, sets: dict[str, Path], scratch: bool) -> Path:
-    run = out / f"demos{n}" / name
+    run = out / f"demos{n}" / f"{name}{args.finetune_tag}"
     cmd = [str(BIN / "uva-finetune"), "--robot", "pusht", "--pretrained", str(pretrained),
            "--data", str(sets[f"target{n}"]), "--eval-data", str(sets["heldout"]),
            "--config", args.finetune_config, "--run-dir", str(run / "finetune"),
@@ -263,6 +263,9 @@ def main() -> None:
     p.add_argument("--pretrain-config", default="configs/pretrain/default.yaml")
     p.add_argument("--finetune-config", default="configs/finetune/pusht_few.yaml")
     p.add_argument("--finetune-args", default="", help="extra uva-finetune arguments for every fine-tune")
+    p.add_argument("--finetune-tag", default="",
+                   help="suffix of the fine-tunes' folders: a variant of the recipe beside the others "
+                        "(with --finetune-args), sharing the data and pretraining")
     p.add_argument("--preprocess-config", default="configs/preprocess/default.yaml")
     p.add_argument("--pretrain-ratio", type=float, default=5.0,
                    help="pretraining optimizer steps per fine-tune step (same batch size)")

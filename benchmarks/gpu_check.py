@@ -41,12 +41,45 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS: list[tuple[str, str, str]] = []
+FAILED: set[str] = set()  # stages that failed or were skipped: the stages that need them are skipped
+OUT: dict = {"dir": None, "count": 0}  # --out: each stage's JSON is written there as it ends
 
 
 def row(stage: str, what: str, value) -> None:
     text = f"{value:.4g}" if isinstance(value, float) else str(value)
     ROWS.append((stage, what, text))
     print(f"[gpu-check] {stage:8} {what:44} {text}", flush=True)
+
+
+def staged(name: str, fn, *args, needs: tuple[str, ...] = ()):
+    """Run one stage: its rows, seconds and status (ok, failed with the error, or skipped when a
+    stage it needs did not finish) go to ``--out`` as ``NN_<name>.json`` the moment it ends, so
+    a crash or a command cut at its time limit still leaves every stage before it."""
+    import traceback
+
+    start, t, value = len(ROWS), time.perf_counter(), None
+    missing = [n for n in needs if n in FAILED]
+    if missing:
+        rec = {"status": "skipped", "reason": f"needs {', '.join(missing)}"}
+        FAILED.add(name)
+        print(f"[gpu-check] {name:8} skipped: needs {', '.join(missing)}", flush=True)
+    else:
+        try:
+            value = fn(*args)
+            rec = {"status": "ok"}
+        except (Exception, SystemExit) as err:  # noqa: BLE001 (the table must go on to the next stage)
+            FAILED.add(name)
+            rec = {"status": "failed", "error": f"{type(err).__name__}: {err}"[-4000:],
+                   "traceback": traceback.format_exc()[-4000:]}
+            print(f"[gpu-check] {name:8} FAILED: {rec['error'][:2000]}", flush=True)
+    rec.update(stage=name, seconds=round(time.perf_counter() - t, 2), rows=ROWS[start:])
+    if OUT["dir"] is not None:
+        OUT["count"] += 1
+        path = Path(OUT["dir"]) / f"{OUT['count']:02d}_{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".tmp").write_text(json.dumps(rec, indent=1))
+        path.with_suffix(".tmp").rename(path)
+    return value
 
 
 def stage_demos(args) -> list:
@@ -233,12 +266,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the stages, measures nothing")
     p.add_argument("--skip-compile", action="store_true", help="leave torch.compile out of the latency rows")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--out", default=None, help="write each stage's rows and status here as NN_<stage>.json as it ends")
+    p.add_argument("--train-steps", type=int, default=None, help="training steps (default 200; --quick 4)")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")
+    OUT["dir"] = args.out
     q = args.quick
     args.demos, args.demo_steps = (2, 30) if q else (16, 300)
+    steps = args.train_steps
     args.train_steps, args.resume_steps, args.batch = (4, 2, 8) if q else (200, 20, 64)
+    args.train_steps = steps or args.train_steps
     args.train_size, args.latency_size = "uva-S", "uva-tiny" if q else "uva-B"
     args.latency_steps, args.calls = ([4], 3) if q else ([16, 100], 40)
     args.seeds, args.eval_steps = (1, 10) if q else (5, 300)
@@ -253,21 +291,24 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU x{torch.get_num_threads()}"
     print(f"[gpu-check] {name}; torch {torch.__version__}; python {sys.version.split()[0]}", flush=True)
     started = time.perf_counter()
-    results = stage_demos(args)
-    enc = stage_encode(args, results, latents)
-    stage_train(args, latents, run_dir)
-    stage_resume(args, latents, run_dir)
-    stage_export(args, latents, run_dir, enc, bundle)
-    stage_latency(args)
-    stage_policy(args, bundle)
-    row("total", "wall s", time.perf_counter() - started)
+    results = staged("demos", stage_demos, args)
+    enc = staged("encode", stage_encode, args, results, latents, needs=("demos",))
+    staged("train", stage_train, args, latents, run_dir, needs=("encode",))
+    staged("resume", stage_resume, args, latents, run_dir, needs=("train",))
+    staged("export", stage_export, args, latents, run_dir, enc, bundle, needs=("train",))
+    staged("latency", stage_latency, args)
+    staged("policy", stage_policy, args, bundle, needs=("export",))
+    staged("total", lambda: row("total", "wall s", time.perf_counter() - started))
     width = max(len(w) for _, w, _ in ROWS)
     print(f"\n{name}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
     print(f"| stage | {'figure':{width}} | value |\n|---|{'-' * (width + 2)}|---|")
     for stage, what, value in ROWS:
         print(f"| {stage} | {what:{width}} | {value} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "rows": ROWS}, indent=1))
+        Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "rows": ROWS,
+                                               "failed": sorted(FAILED)}, indent=1))
+    if FAILED:
+        sys.exit(f"[gpu-check] stages that did not finish: {', '.join(sorted(FAILED))}")
 
 
 if __name__ == "__main__":

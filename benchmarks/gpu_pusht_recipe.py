@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import gpu_check  # noqa: E402  (a sibling script: its demos, encode, training and export stages)
-from gpu_check import ROWS, row  # noqa: E402
+from gpu_check import FAILED, OUT, ROWS, row, staged  # noqa: E402
 
 ROOT = HERE.parent
 
@@ -119,7 +119,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", default="uva-S")
     p.add_argument("--patch", type=int, default=1, help="latent patch per token (1: 12 x 12 tokens per frame)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--out", default=None, help="write each stage's rows and status here as NN_<stage>.json as it ends")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="wall seconds for the whole recipe: --steps becomes what fits after demos and encode, "
+                        "at --expect-samples-per-s, leaving --eval-reserve-s for the closed loop")
+    p.add_argument("--expect-samples-per-s", type=float, default=None,
+                   help="training samples/s to size --steps by (e.g. from gpu_check's train row)")
+    p.add_argument("--eval-reserve-s", type=float, default=150.0,
+                   help="seconds kept for start-up, export and the closed loop under --budget-s")
     args = p.parse_args(argv)
+    if args.budget_s is not None and not args.expect_samples_per_s:
+        p.error("--budget-s needs --expect-samples-per-s")
+    OUT["dir"] = args.out
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")
     if args.quick:
@@ -137,13 +148,17 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU x{torch.get_num_threads()}"
     print(f"[gpu-pusht] {name}; torch {torch.__version__}; python {sys.version.split()[0]}", flush=True)
     started = time.perf_counter()
-    results = gpu_check.stage_demos(args)
-    enc = gpu_check.stage_encode(args, results, latents)
+    results = staged("demos", gpu_check.stage_demos, args)
+    enc = staged("encode", gpu_check.stage_encode, args, results, latents, needs=("demos",))
     del results
-    stage_train(args, latents, run_dir)
-    stage_export(latents, run_dir, enc, bundle)
-    res = stage_policy(args, bundle)
-    row("total", "wall s", time.perf_counter() - started)
+    if args.budget_s is not None:  # the steps that fit what is left of the budget
+        left = args.budget_s - (time.perf_counter() - started) - args.eval_reserve_s
+        args.steps = max(50, int(left * args.expect_samples_per_s / args.batch))
+        row("train", f"steps sized to {left:.0f} s at {args.expect_samples_per_s:.0f} samples/s", args.steps)
+    staged("train", stage_train, args, latents, run_dir, needs=("encode",))
+    staged("export", stage_export, latents, run_dir, enc, bundle, needs=("train",))
+    res = staged("policy", stage_policy, args, bundle, needs=("export",)) or {"episodes": []}
+    staged("total", lambda: row("total", "wall s", time.perf_counter() - started))
     width = max(len(w) for _, w, _ in ROWS)
     print(f"\n{name}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, "
           f"`python benchmarks/gpu_pusht_recipe.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
@@ -152,7 +167,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {stage} | {what:{width}} | {value} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "rows": ROWS,
-                                               "episodes": res["episodes"]}, indent=1))
+                                               "episodes": res["episodes"], "failed": sorted(FAILED)}, indent=1))
+    if FAILED:
+        sys.exit(f"[gpu-pusht] stages that did not finish: {', '.join(sorted(FAILED))}")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,11 @@ class FinetuneConfig:
     from_scratch: bool = False
     run_dir: str = "runs/finetune"
     experiment: str | None = None  # MLflow experiment of the stages' runs (None: uva-finetune-<robot>)
+    # the action layers' width: "robot" (the robot's own action dimension; the pretrained action
+    # embedding and head are re-created when it differs) or "pretrained" (the pretrained model's
+    # width when it is wider, the robot's actions padded and the padding masked as in the
+    # pretraining mix, so the pretrained action embedding and head are kept)
+    action_width: str = "robot"
 
     def validate(self) -> None:
         if not self.stages:
@@ -112,6 +117,8 @@ class FinetuneConfig:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stages: names must be unique, got {names}")
+        if self.action_width not in ("robot", "pretrained"):
+            raise ValueError(f"action_width must be robot or pretrained, got {self.action_width!r}")
 
 
 def dotted_keys(data: dict, prefix: str = "") -> list[str]:
@@ -241,6 +248,11 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
     else:
         model = base.model
     window.validate()
+    action_dim = robot.action_dim
+    if cfg.action_width == "pretrained" and arch is not None and arch.get("action_dim", 0) > action_dim:
+        action_dim = int(arch["action_dim"])
+        print(f"[finetune] action layers at the pretrained width {action_dim} (robot '{robot.name}': "
+              f"{robot.action_dim}, the rest padded and masked)", flush=True)
     relative = relative_chunks(robot, data, window) if cfg.relative_actions else None
     if relative is not None and not use_proprio:
         raise ValueError("relative_actions: the chunks are offsets from the robot's state, so the model needs it "
@@ -266,7 +278,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
     for i, st in enumerate(cfg.stages):
         tc = replace(
             base, model=model,
-            data=replace(base.data, sources=sources, window=window, action_dim=robot.action_dim, num_views=views,
+            data=replace(base.data, sources=sources, window=window, action_dim=action_dim, num_views=views,
                          proprio_dim=len(robot.proprio_names) if use_proprio else 0,
                          normalization=robot.normalization, norm_mask=robot.norm_mask(), vae_identity=vae_id,
                          relative_actions={robot.name: relative} if relative else {}),

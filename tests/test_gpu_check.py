@@ -48,7 +48,8 @@ def test_gpu_check_runs_without_the_packages_left_out(tmp_path):
     check = subprocess.run([sys.executable, "-c", "import ray"], env=env, capture_output=True, text=True)
     assert "not installed on the GPU machine" in check.stderr  # the blocker works in child processes
     proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--quick", "--device", "cpu", "--workers", "1",
-                           "--work", str(tmp_path / "work"), "--json", str(tmp_path / "table.json")],
+                           "--work", str(tmp_path / "work"), "--json", str(tmp_path / "table.json"),
+                           "--out", str(tmp_path / "stages")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import json
@@ -64,6 +65,35 @@ def test_gpu_check_runs_without_the_packages_left_out(tmp_path):
     index = json.loads((tmp_path / "work" / "latents" / "index.json").read_text())
     assert index["vae_precision"] == "fp32" and index["num_episodes"] == 2
     assert (tmp_path / "work" / "bundle" / "policy.json").is_file()
+    # every stage left its JSON as it ended, in order, each with its own rows
+    written = sorted(p.name for p in (tmp_path / "stages").glob("*.json"))
+    assert [n.split("_", 1)[1][:-5] for n in written] == ["demos", "encode", "train", "resume", "export", "latency",
+                                                          "policy", "total"]
+    train = json.loads((tmp_path / "stages" / written[2]).read_text())
+    assert train["status"] == "ok" and {r[0] for r in train["rows"]} == {"train"}
+
+
+def test_a_failing_stage_is_recorded_and_the_stages_that_need_it_are_skipped(tmp_path, monkeypatch):
+    import json
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
+    monkeypatch.setattr(gpu_check, "ROWS", [])
+    monkeypatch.setattr(gpu_check, "FAILED", set())
+    monkeypatch.setitem(gpu_check.OUT, "dir", str(tmp_path))
+    monkeypatch.setitem(gpu_check.OUT, "count", 0)
+
+    def train():
+        gpu_check.row("train", "started", 1)
+        sys.exit("training failed (1): CUDA error")
+
+    gpu_check.staged("train", train)
+    gpu_check.staged("export", lambda: None, needs=("train",))
+    gpu_check.staged("latency", lambda: gpu_check.row("latency", "ms", 2.0))
+    recs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    assert [(r["stage"], r["status"]) for r in recs] == [("train", "failed"), ("export", "skipped"), ("latency", "ok")]
+    assert "CUDA error" in recs[0]["error"] and recs[0]["rows"] == [["train", "started", "1"]]
 
 
 def test_gpu_pusht_recipe_runs_its_stages_without_the_packages_left_out(tmp_path):
