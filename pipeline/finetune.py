@@ -278,7 +278,11 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
     for i, st in enumerate(cfg.stages):
         tc = replace(
             base, model=model,
+            # each stage its own draws: with one seed a later stage would replay the windows, masks,
+            # modes and noise of the stage before, batch for batch
+            seed=base.seed + i,
             data=replace(base.data, sources=sources, window=window, action_dim=action_dim, num_views=views,
+                         seed=base.data.seed + i,
                          proprio_dim=len(robot.proprio_names) if use_proprio else 0,
                          normalization=robot.normalization, norm_mask=robot.norm_mask(), vae_identity=vae_id,
                          relative_actions={robot.name: relative} if relative else {}),

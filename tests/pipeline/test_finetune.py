@@ -340,6 +340,23 @@ def test_a_recipe_sets_how_the_model_trains_but_not_its_architecture(world):
         stages({"width": 64})
 
 
+def test_each_stage_draws_its_own_data_and_noise_and_the_experiment_is_the_recipes(world):
+    """At a stage boundary the next stage must not replay the stage before batch for batch (same
+    windows, masks, modes and noise from the same seeds); the MLflow experiment is the recipe's
+    when it names one (also 'uva-pretrain'), else uva-finetune-<robot>."""
+    from pipeline.finetune import FinetuneConfig, StageConfig, plan
+
+    def stages(**kw):
+        cfg = FinetuneConfig(stages=[StageConfig("heads", 2, 1e-3, freeze=["backbone"]), StageConfig("all", 2, 1e-4)],
+                             run_dir=str(world["root"] / "plan2"), **kw)
+        return plan(cfg, "pusht", str(world["ckpt"]), [str(world["root"] / "pusht")])[0]
+
+    a, b = stages()
+    assert a.seed != b.seed and a.data.seed != b.data.seed
+    assert a.experiment == b.experiment == "uva-finetune-pusht"
+    assert {s.experiment for s in stages(experiment="uva-pretrain")} == {"uva-pretrain"}
+
+
 @pytest.mark.slow
 def test_from_scratch_trains_the_pretrained_architecture_from_fresh_weights(world, tmp_path):
     """--from-scratch: the control run of a pretraining-benefit measurement. The model has the
