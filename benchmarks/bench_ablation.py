@@ -103,7 +103,9 @@ def heldout_window_errors(bundle: Path, val: Path, eval_args: list[str], max_win
             lang = torch.from_numpy(np.stack([zero if p[3] is None else p[3].astype(np.float32) for p in part]))
         emb = policy.embodiment.expand(len(part)) if policy.embodiment is not None else None
         pred = policy.model.predict_action(hist, num_steps=policy.sampling_steps, generator=g, proprio=proprio,
-                                           lang=lang, temperature=policy.temperature, embodiment=emb)
+                                           lang=lang, temperature=policy.temperature, embodiment=emb,
+                                           action_mask=None if policy.action_mask is None
+                                           else policy.action_mask.expand(len(part), -1))
         pred = pred[..., :a].float()
         if policy.relative:  # offsets from the last history state -> absolute, normalized like the truth
             pred = torch.from_numpy(np.stack([

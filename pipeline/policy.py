@@ -128,12 +128,17 @@ class UVAPolicy:
         # instruction -> its tokens, on the policy's device ("": no instruction, zeros)
         self._lang_cache = {"": torch.zeros(1, self.config.lang_tokens, self.config.lang_dim, device=self.device)}
         self.generator = rng.generator(0, self.device)
+        # a model wider than this robot (fine-tuned at the pretrained action width): the padding
+        # is sampled as the zeros it was trained as
+        a = self.robot.action_dim
+        self.action_mask = (torch.arange(self.config.action_dim, device=self.device)[None] < a
+                            if a < self.config.action_dim else None)
         self.sampler = None
         if self.backend != "none":
             from uva.sampler import ActionSampler
 
             self.sampler = ActionSampler(self.model, self.sampling_steps, batch_size=1, temperature=self.temperature,
-                                         backend=self.backend, embodiment=self.embodiment_id)
+                                         backend=self.backend, embodiment=self.embodiment_id, action_dims=a)
 
     def _load_text_encoder(self):
         """The encoder that embedded the training instructions (None: the model takes no language)."""
@@ -234,7 +239,7 @@ class UVAPolicy:
         else:
             out = self.model.predict_action(history, num_steps=self.sampling_steps, generator=g, proprio=proprio,
                                             temperature=self.temperature, embodiment=self.embodiment,
-                                            view_mask=view_mask, lang=lang)
+                                            view_mask=view_mask, lang=lang, action_mask=self.action_mask)
         return out[0].float().cpu().numpy()
 
     def normalize_proprio(self, proprio: np.ndarray) -> torch.Tensor:

@@ -33,7 +33,8 @@ class ActionSampler:
     """``UVA.predict_action`` for a fixed batch size, step count and temperature."""
 
     def __init__(self, model: UVA, num_steps: int = 16, batch_size: int = 1, temperature: float = 1.0,
-                 backend: str = "eager", with_proprio: bool | None = None, embodiment: int | None = None):
+                 backend: str = "eager", with_proprio: bool | None = None, embodiment: int | None = None,
+                 action_dims: int | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         param = next(model.parameters())
@@ -56,6 +57,10 @@ class ActionSampler:
         # the robot this sampler acts for (fixed: one policy drives one robot)
         self.embodiment = (torch.full((b,), int(embodiment), dtype=torch.long, device=dev)
                            if embodiment is not None and cfg.embodiments else None)
+        # a robot narrower than the model's action width: its padding is sampled as the zeros it was
+        # trained as, or the untrained dimensions would feed noise back into the robot's own
+        self.action_mask = (torch.arange(cfg.action_dim, device=dev).expand(b, -1) < action_dims
+                            if action_dims is not None and action_dims < cfg.action_dim else None)
         self.noise = torch.zeros(schedule.num_steps, b, cfg.action_horizon * cfg.action_dim, device=dev)
         self.out: torch.Tensor | None = None
         self.graph = None
@@ -69,7 +74,8 @@ class ActionSampler:
     def _run(self) -> torch.Tensor:
         return self.model.predict_action(self.history, num_steps=self.num_steps, proprio=self.proprio, lang=self.lang,
                                          temperature=self.temperature, noise=self.noise,
-                                         embodiment=self.embodiment, view_mask=self.view_mask)
+                                         embodiment=self.embodiment, view_mask=self.view_mask,
+                                         action_mask=self.action_mask)
 
     @torch.no_grad()
     def warmup(self) -> None:

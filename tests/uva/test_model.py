@@ -577,6 +577,12 @@ def test_per_action_training_and_sampling_keep_the_chunk_semantics(make_batch):
     got = sampler(b["history"][:1], generator=rng.generator(5))
     noise = rng.randn(sampler.noise.shape, rng.generator(5), "cpu")
     assert torch.equal(got, model.predict_action(b["history"][:1], num_steps=6, noise=noise))
+    # a sampler acting for a narrower robot (a policy at the pretrained action width) samples the
+    # padding as zeros, as the model was trained, and is predict_action with that mask exactly
+    narrow = ActionSampler(model, num_steps=6, action_dims=2)
+    got = narrow(b["history"][:1], generator=rng.generator(5))
+    assert (got[..., 2] == 0).all() and (got[..., :2] != 0).all()
+    assert torch.equal(got, model.predict_action(b["history"][:1], num_steps=6, noise=noise, action_mask=mask[:1]))
 
 
 def test_a_per_action_model_learns_actions_that_change_along_the_chunk(make_batch):
