@@ -6,7 +6,11 @@
 # folder); fine-tune it on the PushT demos, export the policy bundle and print its closed-loop
 # PushT score (50 test seeds); fine-tune it to franka (held-out action error). Everything lands
 # under runs/default/; a rerun keeps each step made before with the same sizes and inputs
-# (scripts/once.sh). Sizes can be turned down for a quick check, e.g.
+# (scripts/once.sh). What it trades to fit 25 minutes on 2 cores: its pretraining (600 steps) is a
+# seventh of its PushT fine-tune (4300 steps on 100 demos), which overwrites most of it; the value
+# of pretraining shows where pretraining is 5x the fine-tune and the labelled demos are few
+# (benchmarks/bench_pretraining_value.py, README "Does pretraining pay?").
+# Sizes can be turned down for a quick check, e.g.
 #   PUSHT_EPISODES=8 FRANKA_EPISODES=4 PRETRAIN_STEPS=40 FT_STEPS="20 20" FRANKA_FT_STEPS="10 10" \
 #   EVAL_SEEDS=100000:100004 bash scripts/run_default.sh
 set -euo pipefail
