@@ -93,7 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", required=True, help="output folder or URL prefix (s3://bucket/prefix) for the shard set")
     p.add_argument("--config", default=None, help="YAML preprocessing config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster to join: HOST:PORT, or auto (the cluster `ray start` left on this "
+                        "machine); default: a private local instance, never a cluster already running")
     p.add_argument("--strict", action="store_true", help="exit nonzero if any input was skipped")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -205,9 +206,15 @@ def run(args: argparse.Namespace) -> int:
     if todo:
         # object-storage settings of this shell reach the workers too (endpoint, credentials, region)
         forward = {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV)}
-        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False,
+        # no --ray-address: a private local instance. Ray's own default (no address) would join the
+        # cluster that `ray start` last left on this machine, someone else's on a shared node.
+        address = args.ray_address or "local"
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  ignore_reinit_error=True, logging_level=logging.WARNING,
                  runtime_env={"env_vars": forward} if forward else None)
+        where = {"local": "a private local instance", "auto": "the cluster on this machine (--ray-address auto)"}
+        print(f"[encode] Ray: {where.get(address, f'the cluster at {address}')}, "
+              f"GCS {ray.get_runtime_context().gcs_address}", flush=True)
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
         # a resumed run keeps the precision its shards were written with
         pending_shards = set(todo)

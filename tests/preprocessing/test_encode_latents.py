@@ -154,6 +154,19 @@ def test_encode_manifest_with_bad_inputs(dataset, vae_path, ray_head, tmp_path):
     assert strict.returncode == 1 and "0 to write" in strict.stdout
 
 
+def test_without_an_address_the_job_starts_its_own_ray_and_never_joins_one_running_here(dataset, vae_path,
+                                                                                         ray_head, tmp_path):
+    """Ray's default (no address) joins the cluster `ray start` left on the machine; the encode
+    job's default is a private instance, and a cluster is joined only when named."""
+    proc = encode(["--manifest", str(dataset / "manifest.jsonl"), "--output", str(tmp_path / "o")], vae_path, None,
+                  check=False)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("[encode] Ray:"))
+    assert "a private local instance" in line and ray_head.split(":")[1] not in line.split("GCS ")[1], line
+    proc = encode(["--video-folder", str(dataset), "--output", str(tmp_path / "p")], vae_path, ray_head)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("[encode] Ray:"))
+    assert f"the cluster at {ray_head}" in line and line.endswith(":" + ray_head.split(":")[1]), line
+
+
 def test_bad_flag_or_config_key_fails_fast(dataset, vae_path, tmp_path):
     proc = encode(["--manifest", str(dataset / "manifest.jsonl"), "--output", str(tmp_path / "o"),
                    "--set", "episodes_per_shrd=3"], vae_path, None, check=False)
