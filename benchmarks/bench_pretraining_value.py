@@ -59,6 +59,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_ablation import paired  # noqa: E402  (a sibling script: per-seed differences and their SE)
+from uva_sim.pusht.runner import TEST_SEEDS  # noqa: E402
+
 ARMS = {  # name -> pretraining sources (kinds below, with their mixing weights)
     "robots": {"pusher": 1.0, "franka": 1.0},
     "robots+taskvideo": {"pusher": 1.0, "franka": 1.0, "taskvideo": 2.0},
@@ -67,7 +70,11 @@ ARMS = {  # name -> pretraining sources (kinds below, with their mixing weights)
     "seen": {"pusher": 1.0, "franka": 1.0, "taskvideo": 2.0, "target": 2.0},
 }
 DEFAULT_ARMS = ["robots", "robots+taskvideo", "robots+taskvideo+human"]
-TEST_SEEDS = range(100000, 100050)
+
+
+def target_attempts(max_n: int) -> int:
+    """Expert episodes attempted for the labelled set: a margin for the few the expert fails."""
+    return math.ceil(max_n * 1.15) + 3
 
 
 def log(msg: str) -> None:
@@ -118,7 +125,7 @@ def make_data(args, out: Path) -> dict[str, Path]:
         "pusher": ["uva-make-synthetic-demos", "--num-episodes", "32"],
         "franka": ["uva-make-synthetic-demos", "--robot", "franka", "--num-episodes", "24"],
         # expert demos fail now and then: a margin of attempts, the first kept ones are used
-        f"target_s{S}": ["uva-make-pusht-demos", "--num-episodes", str(math.ceil(max_n * 1.15) + 3), "--seed", str(S),
+        f"target_s{S}": ["uva-make-pusht-demos", "--num-episodes", str(target_attempts(max_n)), "--seed", str(S),
                          "--workers", w],
         f"heldout_s{S}": ["uva-make-pusht-demos", "--num-episodes", str(args.heldout), "--seed", str(S + 1000),
                           "--workers", w],
@@ -161,15 +168,11 @@ def finetune_steps(config: str) -> int:
 
 def pretrain(args, out: Path, arm: str, sets: dict[str, Path], steps: int) -> Path:
     """The arm's pretraining run folder (made if missing)."""
-    kinds = ARMS[arm]
-    srcs = []
-    for kind, weight in kinds.items():
-        path = sets[f"target{max(args.demos)}"] if kind == "target" else sets[kind]
-        cam = ", camera: exterior" if kind == "franka" else ""  # one view: the target has one camera
-        srcs.append(f"{{path: {path}, weight: {weight}{cam}}}")
+    paths = {k: sets[f"target{max(args.demos)}" if k == "target" else k] for k in ARMS[arm]}
+    srcs = [f"{{path: {paths[k]}, weight: {w}{', camera: exterior' if k == 'franka' else ''}}}"  # one view: the
+            for k, w in ARMS[arm].items()]                                                     # target has one
     run = out / "pretrain" / arm
-    inputs = tuple(Path(s) / "index.json" for k in kinds for s in [sets[f"target{max(args.demos)}"]
-                                                                       if k == "target" else sets[k]])
+    inputs = tuple(p / "index.json" for p in paths.values())
     once(run, [str(BIN / "uva-pretrain"), "--config", args.pretrain_config,
                "--set", f"data.sources=[{', '.join(srcs)}]", "--set", "data.num_views=1",
                "--set", "eval_every=0", "--set", "eval_sources=[]",
@@ -252,9 +255,7 @@ def summarize(n: int, arm: str, run: Path, base: Path, heldout: Path, max_window
     d = e_base - e_arm
     eps = window_episodes(run, heldout, max_windows)
     per_episode = np.array([d[eps == e].mean() for e in np.unique(eps)])
-    r_arm, r_base = seed_rewards(run), seed_rewards(base)
-    seeds = sorted(set(r_arm) & set(r_base))
-    s = np.array([r_arm[k] - r_base[k] for k in seeds])
+    s, score_se = paired(seed_rewards(base), seed_rewards(run))
     res = json.loads((run / "eval" / "results.json").read_text())
     curve, base_curve = eval_curve(run / "finetune.log"), eval_curve(base / "finetune.log")
     reach = None
@@ -267,7 +268,7 @@ def summarize(n: int, arm: str, run: Path, base: Path, heldout: Path, max_window
             "se_episodes": float(per_episode.std(ddof=1) / math.sqrt(len(per_episode))), "score": res["score"],
             "successes": sum(e["success"] for e in res["episodes"]),
             "scratch_score": json.loads((base / "eval" / "results.json").read_text())["score"],
-            "score_diff": float(s.mean()), "score_se": float(s.std(ddof=1) / math.sqrt(len(s))),
+            "score_diff": float(s.mean()), "score_se": float(score_se),
             "steps_to_scratch_final": reach, "scratch_final_val": base_curve[-1][1] if base_curve else None,
             "curve": curve}
 
@@ -301,8 +302,8 @@ def main() -> None:
     if min(args.demos) < 1:
         p.error("--demos: counts must be positive")
     S, max_n = args.demo_seed_offset, max(args.demos)
-    used = {"labelled demos": range(S, S + math.ceil(max_n * 1.15) + 3), "held-out demos": range(S + 1000, S + 1000 + args.heldout)}
-    other = {"test seeds": TEST_SEEDS, "task video": range(args.video_seed, args.video_seed + args.video_episodes)}
+    used = {"labelled demos": range(S, S + target_attempts(max_n)), "held-out demos": range(S + 1000, S + 1000 + args.heldout)}
+    other = {"test seeds": range(TEST_SEEDS[0], TEST_SEEDS[-1] + 1), "task video": range(args.video_seed, args.video_seed + args.video_episodes)}
     for a, ra in used.items():
         for b, rb in other.items():
             if ra.start < rb.stop and rb.start < ra.stop:
@@ -353,10 +354,9 @@ def main() -> None:
         for a, b in adds:
             ra, rb = d / f"{a}{args.finetune_tag}", d / f"{b}{args.finetune_tag}"
             e = heldout_errors(ra, sets["heldout"], args.val_windows) - heldout_errors(rb, sets["heldout"], args.val_windows)
-            sa, sb = seed_rewards(ra), seed_rewards(rb)
-            sd = np.array([sb[k] - sa[k] for k in sorted(set(sa) & set(sb))])
+            sd, sd_se = paired(seed_rewards(ra), seed_rewards(rb))
             print(f"ADDS demos={n} arm={b} over={a} heldout_mse_diff={e.mean():.5f} se={e.std(ddof=1) / math.sqrt(len(e)):.5f} "
-                  f"score_diff={sd.mean():.4f} score_se={sd.std(ddof=1) / math.sqrt(len(sd)):.4f}", flush=True)
+                  f"score_diff={sd.mean():.4f} score_se={sd_se:.4f}", flush=True)
     for r in rows:
         print(f"RESULT demos={r['demos']} arm={r['arm']} heldout_mse_diff={r['heldout_mse_diff']:.5f} se={r['se']:.5f} "
               f"score_diff={r['score_diff']:.4f} score_se={r['score_se']:.4f} se_episodes={r['se_episodes']:.5f} heldout_mse={r['heldout_mse']:.5f} "
