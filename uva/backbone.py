@@ -32,7 +32,7 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: attention + GELU MLP."""
 
-    def __init__(self, width: int, num_heads: int, mlp_ratio: float, dropout: float = 0.0):
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float, dropout: float = 0.0, act: str = "gelu_tanh"):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, eps=1e-6)
         self.attn = Attention(width, num_heads)
@@ -40,7 +40,7 @@ class Block(nn.Module):
         hidden = int(width * mlp_ratio)
         # dropout after the attention and inside/after the MLP (timm ViT's proj_drop and mlp drop);
         # the activation and its dropout share index 1, so the parameter names stay mlp.0 / mlp.2
-        act = nn.Sequential(nn.GELU(approximate="tanh"), nn.Dropout(dropout))
+        act = nn.Sequential(nn.GELU(approximate="tanh" if act == "gelu_tanh" else "none"), nn.Dropout(dropout))
         self.mlp = nn.Sequential(nn.Linear(width, hidden), act, nn.Linear(hidden, width))
         self.drop = nn.Dropout(dropout)
 
@@ -52,9 +52,10 @@ class Block(nn.Module):
 class Stack(nn.Module):
     """A sequence of blocks with an optional activation-checkpointing switch."""
 
-    def __init__(self, depth: int, width: int, num_heads: int, mlp_ratio: float, dropout: float = 0.0):
+    def __init__(self, depth: int, width: int, num_heads: int, mlp_ratio: float, dropout: float = 0.0,
+                 act: str = "gelu_tanh"):
         super().__init__()
-        self.blocks = nn.ModuleList(Block(width, num_heads, mlp_ratio, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(width, num_heads, mlp_ratio, dropout, act) for _ in range(depth))
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.grad_checkpointing = False
 
@@ -71,12 +72,13 @@ class EncoderDecoder(nn.Module):
     """Tokens (B, L, width) -> decoder features (B, L, decoder_width)."""
 
     def __init__(self, num_tokens: int, width: int, decoder_width: int, encoder_depth: int,
-                 decoder_depth: int, num_heads: int, mlp_ratio: float, dropout: float = 0.0):
+                 decoder_depth: int, num_heads: int, mlp_ratio: float, dropout: float = 0.0,
+                 act: str = "gelu_tanh"):
         super().__init__()
-        self.encoder = Stack(encoder_depth, width, num_heads, mlp_ratio, dropout)
+        self.encoder = Stack(encoder_depth, width, num_heads, mlp_ratio, dropout, act)
         self.decoder_embed = nn.Linear(width, decoder_width)
         self.decoder_pos = nn.Parameter(torch.zeros(1, num_tokens, decoder_width))
-        self.decoder = Stack(decoder_depth, decoder_width, num_heads, mlp_ratio, dropout)
+        self.decoder = Stack(decoder_depth, decoder_width, num_heads, mlp_ratio, dropout, act)
         nn.init.normal_(self.decoder_pos, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,22 @@ class UVAConfig:
     # tokens; "width": a learned vector in width space added after the projection (the masked
     # token's latent part is zero), which no real token's projection can equal
     mask_token_space: str = "latent"
+    # --- layout options (the defaults are this project's model; the UVA reference code and MAR
+    # are other settings of them, see pipeline/weights.py) ---
+    mlp_act: str = "gelu_tanh"  # the blocks' MLP activation: "gelu_tanh" or "gelu" (exact; timm, MAR)
+    # "fused": one linear map of [future token, every history frame, the frame's actions];
+    # "streams": each stream projected to width on its own (future tokens by z_proj, the history
+    # frame of the same index by z_proj_cond, each action by action_proj over its own run of
+    # L / action_horizon tokens), a masked token or hidden action replaced by a learned
+    # width vector, then the three fused (the UVA reference's layout; needs num_history == num_future)
+    embed_style: str = "fused"
+    embed_norm: bool = False  # LayerNorm over the whole input sequence before the encoder (MAR's z_proj_ln)
+    action_pos: bool = False  # the action condition reads the decoder features with the video
+    # position embedding added (the reference adds it before both heads)
+    action_prefix: bool = True  # the prefix tokens' mean is added to the action condition
+    lang_skip: bool = True  # the instruction also reaches the action condition through a linear map
+    inverse_sees_history: bool = True  # inverse dynamics sees the history frames (the reference
+    # hides them: its inverse mode reads the future frames alone)
 
     @property
     def grid(self) -> int:
@@ -109,6 +125,18 @@ class UVAConfig:
             raise ValueError(f"model.mask_kind must be 'token' or 'tube', got {self.mask_kind!r}")
         if self.action_cond not in ("chunk", "per_action"):
             raise ValueError(f"model.action_cond must be 'chunk' or 'per_action', got {self.action_cond!r}")
+        if self.mlp_act not in ("gelu_tanh", "gelu"):
+            raise ValueError(f"model.mlp_act must be 'gelu_tanh' or 'gelu', got {self.mlp_act!r}")
+        if self.embed_style not in ("fused", "streams"):
+            raise ValueError(f"model.embed_style must be 'fused' or 'streams', got {self.embed_style!r}")
+        if self.embed_style == "streams":
+            if self.num_history != self.num_future:
+                raise ValueError(f"model.embed_style=streams pairs each future frame with a history frame: "
+                                 f"num_history={self.num_history} must equal num_future={self.num_future}")
+            if (self.num_future * self.tokens_per_step) % self.action_horizon:
+                raise ValueError(f"model.embed_style=streams spreads each action over its own run of tokens: "
+                                 f"{self.num_future * self.tokens_per_step} tokens are not a multiple of "
+                                 f"action_horizon={self.action_horizon}")
         if self.mask_token_space not in ("latent", "width"):
             raise ValueError(f"model.mask_token_space must be 'latent' or 'width', got {self.mask_token_space!r}")
         if not 0.0 <= self.dropout < 1.0:

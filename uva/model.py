@@ -47,11 +47,19 @@ class JointEmbed(nn.Module):
         super().__init__()
         self.cfg = cfg
         dt, w = cfg.token_dim, cfg.width
-        # a masked future token: a latent-space vector (fed through `fuse`) or a width-space one
-        self.mask_token = nn.Parameter(torch.zeros(dt if cfg.mask_token_space == "latent" else w))
-        self.action_proj = nn.Linear(cfg.actions_per_frame * cfg.action_dim, w)
+        self.streams = cfg.embed_style == "streams"
+        if self.streams:  # each stream to width on its own, a masked one replaced in width space
+            self.mask_token = nn.Parameter(torch.zeros(w))
+            self.z_proj = nn.Linear(dt, w)
+            self.z_proj_cond = nn.Linear(dt, w)
+            self.action_proj = nn.Linear(cfg.action_dim, w)
+            self.fuse = nn.Linear(3 * w, w)
+        else:
+            # a masked future token: a latent-space vector (fed through `fuse`) or a width-space one
+            self.mask_token = nn.Parameter(torch.zeros(dt if cfg.mask_token_space == "latent" else w))
+            self.action_proj = nn.Linear(cfg.actions_per_frame * cfg.action_dim, w)
+            self.fuse = nn.Linear(dt + cfg.num_history * dt + w, w)
         self.action_mask = nn.Parameter(torch.zeros(w))
-        self.fuse = nn.Linear(dt + cfg.num_history * dt + w, w)
         self.time_pos = nn.Parameter(torch.zeros(1, cfg.num_future, 1, w))
         self.space_pos = nn.Parameter(torch.zeros(1, 1, cfg.tokens_per_frame, w))
         # several cameras: a view embedding per camera and the token of an absent one (none with
@@ -63,6 +71,7 @@ class JointEmbed(nn.Module):
         self.lang = nn.Linear(cfg.lang_dim, w) if cfg.lang_dim else None
         self.lang_pos = nn.Parameter(torch.zeros(1, cfg.lang_tokens, w)) if cfg.lang_dim else None
         self.embodiment = nn.Embedding(len(cfg.embodiments), w) if cfg.embodiments else None
+        self.norm = nn.LayerNorm(w, eps=1e-6) if cfg.embed_norm else None
         if self.embodiment is not None:
             nn.init.normal_(self.embodiment.weight, std=0.02)
         for p in (self.mask_token, self.action_mask, self.time_pos, self.space_pos, self.buffer,
@@ -78,25 +87,61 @@ class JointEmbed(nn.Module):
                 actions: torch.Tensor | None, actions_visible: torch.Tensor,
                 proprio: torch.Tensor | None = None, lang: torch.Tensor | None = None,
                 embodiment: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
-                view_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """hist (B, Th, V*N, Dt), fut (B, Tf, V*N, Dt), future_mask (B, L) -> tokens (B, P + L, W)."""
+                view_mask: torch.Tensor | None = None, history_visible: torch.Tensor | None = None) -> torch.Tensor:
+        """hist (B, Th, V*N, Dt), fut (B, Tf, V*N, Dt), future_mask (B, L) -> tokens (B, P + L, W).
+        ``history_visible`` (B,) False: the history frames are hidden (the mask token in their place)."""
         cfg = self.cfg
         b, tf, n = hist.shape[0], cfg.num_future, cfg.tokens_per_step
         mask = future_mask.view(b, tf, n, 1)
+        if action_mask is not None and actions is not None:  # padded dimensions of a narrower robot carry nothing
+            actions = actions * action_mask[:, None, :].to(actions.dtype)
+        if self.streams:
+            x = self._streams(hist, fut, mask, actions, actions_visible, history_visible)
+        else:
+            x = self._fused(hist, fut, mask, actions, actions_visible, history_visible)
+        return self._place(x, hist, proprio, lang, embodiment, view_mask)
+
+    def _streams(self, hist, fut, mask, actions, actions_visible, history_visible) -> torch.Tensor:
+        """The reference's embedding: (B, Tf, N, W) before positions."""
+        cfg = self.cfg
+        b, tf, n = hist.shape[0], cfg.num_future, cfg.tokens_per_step
+        token = self.mask_token.to(fut.dtype)
+        x = torch.where(mask, token, self.z_proj(fut))
+        ctx = self.z_proj_cond(hist)  # future frame t reads history frame t
+        if history_visible is not None:
+            ctx = torch.where(history_visible.view(b, 1, 1, 1), ctx, token)
+        hidden = self.action_mask.to(fut.dtype)
+        if actions is None:
+            act = hidden.expand(b, cfg.action_horizon, -1)
+        else:
+            act = torch.where(actions_visible.view(b, 1, 1), self.action_proj(actions), hidden)
+        act = act.repeat_interleave(tf * n // cfg.action_horizon, dim=1).view(b, tf, n, -1)
+        return self.fuse(torch.cat([x, ctx.to(x.dtype), act.to(x.dtype)], -1))
+
+    def _fused(self, hist, fut, mask, actions, actions_visible, history_visible) -> torch.Tensor:
+        """This project's embedding: (B, Tf, N, W) before positions."""
+        cfg = self.cfg
+        b, tf, n = hist.shape[0], cfg.num_future, cfg.tokens_per_step
         latent_mask = cfg.mask_token_space == "latent"
         fut = torch.where(mask, self.mask_token.to(fut.dtype) if latent_mask else 0.0, fut)  # (B, Tf, N, Dt)
         ctx = rearrange(hist, "b t n d -> b n (t d)").unsqueeze(1).expand(b, tf, n, -1)  # (B, Tf, N, Th*Dt)
+        if history_visible is not None:
+            ctx = ctx * history_visible.view(b, 1, 1, 1).to(ctx.dtype)
         if actions is None:
             act = self.action_mask.expand(b, tf, -1)
         else:
-            if action_mask is not None:  # padded dimensions of a narrower robot carry nothing
-                actions = actions * action_mask[:, None, :].to(actions.dtype)
             act = self.action_proj(rearrange(actions, "b (t k) a -> b t (k a)", t=tf))  # (B, Tf, W)
             act = torch.where(actions_visible.view(b, 1, 1), act, self.action_mask.to(act.dtype))
         act = act.unsqueeze(2).expand(b, tf, n, -1)  # actions spread over their frame's grid
         x = self.fuse(torch.cat([fut, ctx.to(fut.dtype), act.to(fut.dtype)], -1))
         if not latent_mask:  # the masked tokens' latent part is zero; the mask token takes its place
             x = torch.where(mask, x + self.mask_token.to(x.dtype), x)
+        return x
+
+    def _place(self, x, hist, proprio, lang, embodiment, view_mask) -> torch.Tensor:
+        """(B, Tf, N, W) tokens -> positions, absent views, the prefix tokens: (B, P + L, W)."""
+        cfg = self.cfg
+        b, tf, n = x.shape[0], cfg.num_future, cfg.tokens_per_step
         if self.view_pos is None:
             x = x + self.time_pos + self.space_pos
         else:
@@ -120,7 +165,8 @@ class JointEmbed(nn.Module):
             if tuple(lang.shape) != (b, cfg.lang_tokens, cfg.lang_dim):
                 raise ValueError(f"lang must be ({b}, {cfg.lang_tokens}, {cfg.lang_dim}), got {tuple(lang.shape)}")
             prefix.append(self.lang(lang.to(x.dtype)) + self.lang_pos)
-        return torch.cat([p.to(x.dtype) for p in prefix] + [x], 1)
+        x = torch.cat([p.to(x.dtype) for p in prefix] + [x], 1)
+        return x if self.norm is None else self.norm(x)
 
 
 class Readout(nn.Module):
@@ -158,7 +204,7 @@ class Readout(nn.Module):
             self.refine = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
         else:
             self.action_pool = nn.Linear(cfg.num_future * (cfg.tokens_per_step * r if r else d), d)
-        self.prefix_pool = nn.Linear(d, d) if num_prefix else None
+        self.prefix_pool = nn.Linear(d, d) if num_prefix and cfg.action_prefix else None
         nn.init.normal_(self.video_pos, std=0.02)
 
     def _per_action(self, z: torch.Tensor) -> torch.Tensor:
@@ -174,11 +220,14 @@ class Readout(nn.Module):
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         prefix, z = z[:, : self.num_prefix], z[:, self.num_prefix :]  # (B, P, D), (B, L, D)
+        video = z + self.video_pos
+        if self.cfg.action_pos:  # the action condition reads what the video head reads
+            z = video
         if self.per_action:
             action = self._per_action(z)
             if self.prefix_pool is not None:
                 action = action + self.prefix_pool(prefix.mean(1)).unsqueeze(1)
-            return z + self.video_pos, action
+            return video, action
         if self.reduce is not None:
             pooled = self.reduce(z).flatten(1)  # (B, L * r)
         else:
@@ -186,7 +235,7 @@ class Readout(nn.Module):
         action = self.action_pool(pooled)
         if self.prefix_pool is not None:
             action = action + self.prefix_pool(prefix.mean(1))
-        return z + self.video_pos, action
+        return video, action
 
 
 class UVA(nn.Module):
@@ -199,12 +248,13 @@ class UVA(nn.Module):
         self.embed = JointEmbed(cfg)
         num_tokens = self.embed.num_prefix + cfg.num_future * cfg.tokens_per_step
         self.backbone = EncoderDecoder(num_tokens, cfg.width, cfg.decoder_width, cfg.encoder_depth,
-                                       cfg.decoder_depth, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
+                                       cfg.decoder_depth, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, cfg.mlp_act)
         self.readout = Readout(cfg, self.embed.num_prefix)
         # the instruction also reaches the action condition directly: through the prefix tokens
         # alone a small model learns which instruction asks for what very slowly (a one-word
         # difference is diluted by attention and the prefix mean)
-        self.lang_skip = nn.Linear(cfg.lang_tokens * cfg.lang_dim, cfg.decoder_width) if cfg.lang_dim else None
+        self.lang_skip = (nn.Linear(cfg.lang_tokens * cfg.lang_dim, cfg.decoder_width)
+                          if cfg.lang_dim and cfg.lang_skip else None)
         self.video_head = DiffusionMLP(cfg.token_dim, cfg.decoder_width, cfg.head_width, cfg.head_depth)
         # the action head denoises the whole chunk, or (per_action) each action on its own condition
         self.action_head = DiffusionMLP(cfg.action_dim * (1 if cfg.action_cond == "per_action" else cfg.action_horizon),
@@ -253,7 +303,7 @@ class UVA(nn.Module):
                  actions: torch.Tensor | None, actions_visible: torch.Tensor,
                  proprio: torch.Tensor | None = None, lang: torch.Tensor | None = None,
                  embodiment: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
-                 view_mask: torch.Tensor | None = None):
+                 view_mask: torch.Tensor | None = None, history_visible: torch.Tensor | None = None):
         """One backbone pass -> (video condition (B, L, D), action condition (B, D)).
 
         Inputs of any float dtype are cast to the parameters' dtype here (bf16 weights under
@@ -270,7 +320,7 @@ class UVA(nn.Module):
         if actions is not None:
             actions = actions.to(dtype)
         x = self.embed(hist, fut, future_mask, actions, actions_visible, proprio, lang, embodiment, action_mask,
-                       view_mask)
+                       view_mask, history_visible)
         video_cond, action_cond = self.readout(self.backbone(x))
         if self.lang_skip is not None and lang is not None:
             skip = self.lang_skip(lang.flatten(1).to(dtype))
@@ -354,7 +404,8 @@ class UVA(nn.Module):
                        num_steps: int = 100, proprio=None, lang=None, generator=None,
                        temperature: float = 1.0, noise: torch.Tensor | None = None,
                        embodiment: torch.Tensor | None = None, view_mask: torch.Tensor | None = None,
-                       action_mask: torch.Tensor | None = None) -> torch.Tensor:
+                       action_mask: torch.Tensor | None = None,
+                       history_visible: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone once, then the action head only: (B, H, A) normalized actions (float32).
         ``action_mask`` (B, A): a narrower robot's own dimensions; its padding is sampled as
         the zeros it was trained as (and returned as zeros).
@@ -365,7 +416,7 @@ class UVA(nn.Module):
         b = history.shape[0]
         visible = torch.zeros(b, dtype=torch.bool, device=history.device)
         _, action_cond = self.features(history, future, future_mask, None, visible, proprio, lang, embodiment,
-                                       view_mask=view_mask)
+                                       view_mask=view_mask, history_visible=history_visible)
         shape = self._action_rows(b)  # (B, H * A), or (B * H, A) per action
         pad = None
         if action_mask is not None:  # (B, A) -> the layout of the rows
@@ -388,6 +439,8 @@ class UVA(nn.Module):
         """Actions that lead from ``history`` to the given ``future`` frames."""
         mask = torch.zeros(history.shape[0], self.cfg.num_future * self.cfg.tokens_per_step,
                            dtype=torch.bool, device=history.device)
+        if not self.cfg.inverse_sees_history:  # the reference's inverse mode: the future frames alone
+            kw["history_visible"] = torch.zeros(history.shape[0], dtype=torch.bool, device=history.device)
         return self.sample_actions(history, future, mask, num_steps, **kw)
 
     @torch.no_grad()
