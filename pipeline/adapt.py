@@ -18,7 +18,7 @@ from dataclasses import asdict
 
 import torch
 
-from pipeline.components.checkpoint import EMBODIMENTS, VIEW_POS, load_weights
+from pipeline.weights import EMBODIMENTS, VIEW_POS, load_weights
 
 # Parameters that follow the robot (action dimension and horizon, proprioception).
 ROBOT_LAYERS = ("embed.action_proj.", "action_head.", "embed.proprio.")

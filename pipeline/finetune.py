@@ -306,7 +306,8 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
 def run(argv: list[str] | None = None) -> dict:
     """Parse, fine-tune every stage, export; returns {'preempted', 'stages', 'export'}."""
     from pipeline.adapt import load_adapted
-    from pipeline.components.checkpoint import RunCheckpoints, load_weights
+    from pipeline.components.checkpoint import RunCheckpoints
+    from pipeline.weights import load_weights
     from pipeline.components.distributed import dist_env, leave_process_group
     from pipeline.train import train
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.components.checkpoint import RunCheckpoints, load_weights, resolve_weights
+from pipeline.components.checkpoint import RunCheckpoints, resolve_weights
+from pipeline.weights import load_weights
 from pipeline.components.distributed import PREEMPTED_EXIT, Preemption, init_distributed, leave_process_group
 from pipeline.components.ema import EMA
 from pipeline.components.engine import build_engine

@@ -12,6 +12,7 @@
 Keeps the last ``keep`` complete folders and removes half-written ones (a job killed mid-save).
 ``resolve_weights`` turns ``init_from`` / ``--pretrained`` (a step folder, a checkpoints folder, a
 .safetensors file) into a weights file; ``export_weights`` picks the weights a bundle ships.
+Fitting weights of one layout into a model of another is pipeline/weights.py's.
 """
 
 from __future__ import annotations
@@ -167,102 +168,3 @@ def export_weights(checkpoints: str | Path) -> tuple[Path, Path, dict]:
     if arch is None:
         raise FileNotFoundError(f"export: {step} has no model_config.json")
     return step, weights, arch
-
-
-def load_weights(model: torch.nn.Module, state: dict, source, size: str, fresh_ok=None) -> list[str]:
-    """Load ``state`` into ``model``, every tensor by name and shape. ``fresh_ok(name)`` marks
-    parameters that may keep the model's own init where the checkpoint lacks them or has another
-    shape (and that the checkpoint may have although the model does not); they are returned. Any
-    other difference means a checkpoint of another size or layout: a ValueError naming it."""
-    fresh_ok = fresh_ok or (lambda name: False)
-    own = model.state_dict()
-    state, grown = _grow_embodiments(own, state, source)
-    state, refit = _fit_views(getattr(model, "cfg", None), own, state)
-    grown = grown | refit
-    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
-    missing = sorted(k for k in set(own) - set(state) - grown if not fresh_ok(k))
-    unexpected = sorted(k for k in set(state) - set(own) if not fresh_ok(k))
-    fresh = {k for k in mismatched if fresh_ok(k)} | {k for k in set(own) - set(state) - grown if fresh_ok(k)}
-    bad = [k for k in mismatched if k not in fresh]
-    if bad or missing or unexpected:
-        detail = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in bad[:4])
-        raise ValueError(f"checkpoint {source} is from a different model size or layout than {size} here: "
-                         f"shape mismatch [{detail}], missing {missing[:4]}, unexpected {unexpected[:4]}")
-    model.load_state_dict({**own, **{k: v for k, v in state.items() if k in own and k not in fresh}})
-    return sorted(fresh | grown)
-
-
-EMBODIMENTS = "embed.embodiment.weight"
-VIEW_POS, ABSENT, SPACE_POS = "embed.view_pos", "embed.absent", "embed.space_pos"
-DECODER_POS, VIDEO_POS, ACTION_POOL = "backbone.decoder_pos", "readout.video_pos", "readout.action_pool.weight"
-
-
-def _fit_views(cfg, own: dict, state: dict) -> tuple[dict, set[str]]:
-    """The camera views of a checkpoint fitted to a model with another number of views (e.g. a
-    two-camera pretrained model fine-tuned to a one-camera robot, or the reverse). Fewer views:
-    the first ones are kept, in every per-token parameter (positions, the action readout's
-    grid); one view: the first view's embedding is folded into the spatial one (a one-view
-    model has no view parameters), so that view's tokens are what they were. More views: the
-    checkpoint's views first, the new ones keep the model's init (their columns of the action
-    readout start at zero, so the new cameras start by changing nothing); from a one-view
-    checkpoint the first view's embedding starts at zero. Returns (state, the names that are
-    not the checkpoint's as they were)."""
-    have, want = state.get(VIEW_POS), own.get(VIEW_POS)
-    vh, vw = (1 if have is None else have.shape[2]), (1 if want is None else want.shape[2])
-    same_grid = SPACE_POS in state and state[SPACE_POS].shape == own.get(SPACE_POS, state[SPACE_POS]).shape
-    if cfg is None or vh == vw or not same_grid:
-        return state, set()  # same views, or another layout altogether (reported by the caller)
-    tf, n = cfg.num_future, cfg.tokens_per_frame
-    state, refit = dict(state), set()
-    pos = own.get(DECODER_POS)
-    if pos is not None and DECODER_POS in state:  # prefix tokens first, then the (Tf, V, N) grid
-        prefix = pos.shape[1] - tf * vw * n
-        x = state[DECODER_POS]
-        if x.shape[1] - tf * vh * n == prefix >= 0:
-            grid = _resize_views(x[:, prefix:], pos[:, prefix:], tf, vh, vw)
-            state[DECODER_POS] = torch.cat([x[:, :prefix].to(pos.dtype), grid], 1)
-            refit.add(DECODER_POS)
-    for name, zero in ((VIDEO_POS, False), (ACTION_POOL, True)):
-        if name in state and name in own and state[name].numel() * vw == own[name].numel() * vh:
-            state[name] = _resize_views(state[name], own[name], tf, vh, vw, zero)
-            refit.add(name)
-    if want is None:  # -> one view
-        state[SPACE_POS] = state[SPACE_POS] + have[:, :, 0].to(state[SPACE_POS].dtype)
-        state.pop(VIEW_POS)
-        state.pop(ABSENT, None)
-        return state, refit | {SPACE_POS}
-    refit.add(VIEW_POS)
-    if have is None:  # one view ->
-        have = torch.zeros_like(want[:, :, :1])
-        state[ABSENT] = own[ABSENT]
-        refit.add(ABSENT)
-    state[VIEW_POS] = _resize_views(have, want, 1, vh, vw)
-    return state, refit
-
-
-def _resize_views(x: torch.Tensor, ref: torch.Tensor, frames: int, vh: int, vw: int,
-                  zero: bool = False) -> torch.Tensor:
-    """``x``, laid out (dim 0, frames, vh views, rest) after its first dimension, in ``ref``'s
-    shape (vw views): x's first views, then ref's (or zeros) for the views x lacks."""
-    x, r = x.reshape(x.shape[0], frames, vh, -1), ref.reshape(ref.shape[0], frames, vw, -1)
-    keep = min(vh, vw)
-    extra = torch.zeros_like(r[:, :, keep:]) if zero else r[:, :, keep:]
-    return torch.cat([x[:, :, :keep].to(r.dtype), extra], 2).reshape(ref.shape)
-
-
-def _grow_embodiments(own: dict, state: dict, source) -> tuple[dict, set[str]]:
-    """The embodiment table of a model that knows more robots than the checkpoint: the
-    checkpoint's rows first (the model's list starts with the checkpoint's), each new robot's row
-    the mean of the known ones. A checkpoint without a table (trained before embodiments, or
-    without them) leaves the model's init. Returns (state, {name} when it grew or was new)."""
-    if EMBODIMENTS not in own:
-        return {k: v for k, v in state.items() if k != EMBODIMENTS}, set()
-    if EMBODIMENTS not in state:
-        return state, {EMBODIMENTS}
-    have, want = state[EMBODIMENTS], own[EMBODIMENTS]
-    if have.shape == want.shape:
-        return state, set()
-    if have.shape[1] != want.shape[1] or have.shape[0] > want.shape[0]:
-        return state, set()  # another width, or more robots than this model: a shape mismatch below
-    extra = have.mean(0, keepdim=True).expand(want.shape[0] - have.shape[0], -1)
-    return {**state, EMBODIMENTS: torch.cat([have, extra.to(have.dtype)])}, {EMBODIMENTS}

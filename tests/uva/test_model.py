@@ -317,7 +317,7 @@ def test_a_model_without_embodiments_loads_and_a_table_grows_by_new_robots():
     one the mean of the others."""
     from dataclasses import replace
 
-    from pipeline.components.checkpoint import load_weights
+    from pipeline.weights import load_weights
 
     torch.manual_seed(0)
     old = UVA(model_config("uva-tiny"))
@@ -387,7 +387,7 @@ def test_views_are_fitted_to_a_robot_with_fewer_or_more_cameras():
     unchanged."""
     from dataclasses import replace
 
-    from pipeline.components.checkpoint import load_weights
+    from pipeline.weights import load_weights
 
     torch.manual_seed(0)
     base = model_config("uva-tiny")

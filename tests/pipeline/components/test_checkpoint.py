@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.components.checkpoint import RunCheckpoints, export_weights, load_weights, resolve_weights
+from pipeline.components.checkpoint import RunCheckpoints, export_weights, resolve_weights
+from pipeline.weights import load_weights
 
 
 def fake_step(root, step, complete=True, ema=True):
