@@ -36,18 +36,23 @@ def bundle_weights(path: str | Path) -> tuple[Path, dict] | None:
 
 
 def _stat_fields(stats: dict) -> dict:
-    return {k: stats[k] for k in ("mean", "std", "q01", "q99", "min", "max", "count", "dim") if k in stats}
+    return {k: stats[k] for k in ("mean", "std", "q01", "q99", "min", "max", "count", "dim", "scale", "offset")
+            if k in stats}
 
 
 def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, robot, stats: dict,
                   window: dict, vae_path: str | Path, vae_identity: str, sampling_steps: int = 16,
                   camera: str = "main", source: dict | None = None, proprio_stats: dict | None = None,
                   vae_precision: str = "fp32", cameras: list[str] | None = None,
-                  relative: dict | None = None) -> Path:
+                  relative: dict | None = None, observation: dict | None = None, temperature: float | None = None,
+                  extra_files: dict | None = None) -> Path:
     """Write the bundle; ``robot`` is a RobotConfig, ``stats`` its entry of the shards' stats.json,
     ``proprio_stats`` its proprioception statistics when the model takes proprioception,
     ``vae_precision`` the arithmetic the shards' latents were encoded in (the policy uses it),
-    ``relative`` {"origin", "stats"} when the model predicts relative chunks (pipeline/finetune.py)."""
+    ``relative`` {"origin", "stats"} when the model predicts relative chunks (pipeline/finetune.py),
+    ``observation`` how frames become the model's latents when they are not this project's encode
+    (an imported model: {"resize": "stretch_bilinear"}), ``temperature`` the sampling temperature,
+    ``extra_files`` {name: text} written beside (an import's report)."""
     from uva.vae import vae_identity as identity_of
     from uva_io.vae_bundle import load_vae, save_vae
 
@@ -94,6 +99,12 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
         "relative": {"origin": list(relative["origin"]), "stats": _stat_fields(relative["stats"])} if relative else None,
         "source": source or {},
     }
+    if observation:
+        meta["observation"] = observation
+    if temperature is not None:
+        meta["temperature"] = float(temperature)
+    for name, text in (extra_files or {}).items():
+        (tmp / name).write_text(text)
     (tmp / "policy.json").write_text(json.dumps(meta, indent=1))
     if out.exists():
         old = out.with_name(f".{out.name}.old")

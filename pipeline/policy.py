@@ -100,6 +100,10 @@ class UVAPolicy:
         if self.sampling_steps < 1 or self.temperature < 0:
             raise ValueError(f"policy bundle {self.root}: sampling_steps must be >= 1 and temperature >= 0, "
                              f"got {self.sampling_steps} and {self.temperature}")
+        self.observation = dict(meta.get("observation") or {})
+        if self.observation.get("resize", "short_side_crop") not in ("short_side_crop", "stretch_bilinear"):
+            raise ValueError(f"policy bundle {self.root}: observation.resize {self.observation['resize']!r} is not "
+                             f"short_side_crop or stretch_bilinear")
         self.stats, self.normalization = meta["stats"], meta["normalization"]
         self.norm_mask = meta["norm_mask"]
         # relative chunks: {"origin": proprioception index per action dimension (-1 absolute), "stats"}
@@ -195,8 +199,22 @@ class UVAPolicy:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+        if self.observation.get("resize") == "stretch_bilinear":  # an imported model's own pipeline
+            return self._encode_stretched(frames)
         z = encode_frames(self.vae, resize_center_crop(frames, self.image_size), precision=self.vae_precision)
         return torch.from_numpy(z).float().unsqueeze(0)
+
+    @torch.no_grad()
+    def _encode_stretched(self, frames: np.ndarray) -> torch.Tensor:
+        """The UVA reference's observation pipeline: [0, 1] frames stretched to the image size
+        (bilinear, no crop), scaled to [-1, 1], the VAE posterior mean in float32."""
+        import torch.nn.functional as F
+
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        z = self.vae.encode((x * 255.0) / 127.5 - 1)
+        return z.float().cpu().unsqueeze(0)
 
     def encode_views(self, frames) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Frames of one camera ((N, H, W, 3) uint8), or a mapping camera -> frames, to the model's
@@ -224,22 +242,24 @@ class UVAPolicy:
     @torch.no_grad()
     def predict_normalized(self, history: torch.Tensor, generator: torch.Generator | None = None,
                            proprio: torch.Tensor | None = None, view_mask: torch.Tensor | None = None,
-                           lang: torch.Tensor | None = None) -> np.ndarray:
+                           lang: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> np.ndarray:
         """(1, num_history, C, h, w) latents [, (1, num_history, P) normalized proprioception]
         [, (1, lang_tokens, lang_dim) instruction tokens] -> (action_horizon, action_dim)
         model-unit actions. ``generator`` must be on the policy's
-        device (``uva.rng.generator(seed, policy.device)``)."""
+        device (``uva.rng.generator(seed, policy.device)``); ``noise`` (sampling_steps, 1, H * A)
+        supplies every draw instead (the start, then each step's), e.g. to compare with other code."""
         g = generator if generator is not None else self.generator
         history = history.to(self.device)
         proprio = None if proprio is None else proprio.to(self.device)
         view_mask = None if view_mask is None else view_mask.to(self.device)
         lang = None if lang is None else lang.to(self.device)
-        if self.sampler is not None:
+        if self.sampler is not None and noise is None:
             out = self.sampler(history, proprio, generator=g, view_mask=view_mask, lang=lang)
         else:
             out = self.model.predict_action(history, num_steps=self.sampling_steps, generator=g, proprio=proprio,
                                             temperature=self.temperature, embodiment=self.embodiment,
-                                            view_mask=view_mask, lang=lang, action_mask=self.action_mask)
+                                            view_mask=view_mask, lang=lang, action_mask=self.action_mask,
+                                            noise=None if noise is None else noise.to(self.device))
         return out[0].float().cpu().numpy()
 
     def normalize_proprio(self, proprio: np.ndarray) -> torch.Tensor:
@@ -254,7 +274,8 @@ class UVAPolicy:
         return torch.from_numpy(norm.astype(np.float32)).unsqueeze(0)
 
     def predict(self, frames, proprio: np.ndarray | None = None,
-                generator: torch.Generator | None = None, instruction: str | None = None) -> np.ndarray:
+                generator: torch.Generator | None = None, instruction: str | None = None,
+                noise: torch.Tensor | None = None) -> np.ndarray:
         """(num_history, H, W, 3) uint8 frames, oldest first, or a mapping camera -> such frames
         (a model of several views; cameras as in the robot's registry entry, a missing one is an
         absent view) [, (num_history, P) robot states at those frames, for a model that takes
@@ -278,7 +299,8 @@ class UVAPolicy:
                 proprio = np.concatenate([np.repeat(proprio[:1], self.num_history - len(proprio), 0), proprio])
             state = self.normalize_proprio(proprio[-self.num_history:])
         history, view_mask = self.encode_views(frames)
-        norm = self.predict_normalized(history, generator, state, view_mask, self.embed_instruction(instruction))
+        norm = self.predict_normalized(history, generator, state, view_mask, self.embed_instruction(instruction),
+                                       noise)
         actions = self.to_robot_units(norm, None if proprio is None else proprio[-1])
         return np.repeat(actions, self.action_step, axis=0)  # one row per control step
 

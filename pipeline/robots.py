@@ -30,7 +30,8 @@ class RobotConfig:
     control_hz: float = 10.0
     cameras: list[str] = field(default_factory=lambda: ["main"])
     proprio_names: list[str] = field(default_factory=list)
-    normalization: str = "mean_std"  # mean_std | q01_q99
+    normalization: str = "mean_std"  # mean_std | q01_q99 | affine (model = robot * scale + offset, from
+    # an imported model's statistics: uva-import reference)
     unnormalized: list[str] = field(default_factory=list)  # action names left in robot units
     # action name -> the proprioception name it is measured from in relative chunks
     relative_to: dict[str, str] = field(default_factory=dict)
@@ -49,8 +50,8 @@ class RobotConfig:
         if self.action_units and len(self.action_units) != len(self.action_names):
             raise ValueError(f"robot '{self.name}': action_units has {len(self.action_units)} entries for "
                              f"{len(self.action_names)} action dimensions")
-        if self.normalization not in ("mean_std", "q01_q99"):
-            raise ValueError(f"robot '{self.name}': normalization must be mean_std or q01_q99, "
+        if self.normalization not in ("mean_std", "q01_q99", "affine"):
+            raise ValueError(f"robot '{self.name}': normalization must be mean_std, q01_q99 or affine, "
                              f"got {self.normalization!r}")
         unknown = sorted(set(self.unnormalized) - set(self.action_names))
         if unknown:
@@ -137,8 +138,10 @@ def normalize_actions(actions: np.ndarray, stats: dict, mode: str, mask=None) ->
     elif mode == "q01_q99":
         lo, hi = np.asarray(stats["q01"]), np.asarray(stats["q99"])
         out = 2 * (a - lo) / np.maximum(hi - lo, 1e-6) - 1
+    elif mode == "affine":
+        out = a * np.asarray(stats["scale"]) + np.asarray(stats["offset"])
     else:
-        raise ValueError(f"normalization must be mean_std or q01_q99, got {mode!r}")
+        raise ValueError(f"normalization must be mean_std, q01_q99 or affine, got {mode!r}")
     if mask is not None:
         out = np.where(np.asarray(mask, dtype=bool), out, a)
     return out
@@ -152,8 +155,10 @@ def unnormalize_actions(actions: np.ndarray, stats: dict, mode: str, mask=None) 
     elif mode == "q01_q99":
         lo, hi = np.asarray(stats["q01"]), np.asarray(stats["q99"])
         out = (a + 1) / 2 * np.maximum(hi - lo, 1e-6) + lo
+    elif mode == "affine":
+        out = (a - np.asarray(stats["offset"])) / np.asarray(stats["scale"])
     else:
-        raise ValueError(f"normalization must be mean_std or q01_q99, got {mode!r}")
+        raise ValueError(f"normalization must be mean_std, q01_q99 or affine, got {mode!r}")
     if mask is not None:
         out = np.where(np.asarray(mask, dtype=bool), out, a)
     return out

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from pipeline.components.checkpoint import RunCheckpoints, resolve_weights
-from pipeline.weights import load_weights
+from pipeline.weights import imported_from, load_partial, load_weights
 from pipeline.components.distributed import PREEMPTED_EXIT, Preemption, init_distributed, leave_process_group
 from pipeline.components.ema import EMA
 from pipeline.components.engine import build_engine
@@ -122,10 +122,16 @@ def build_model(cfg: TrainConfig, rank: int, load=load_weights) -> tuple[UVA, UV
         from safetensors.torch import load_file
 
         source, _ = resolve_weights(cfg.init_from, cfg.init_weights, "init_from")
-        recreated = load(model, load_file(str(source)), source, cfg.model.size)
-        if rank == 0:
-            print(f"[train] initialized from {source}"
-                  + (f"; new for this robot: {', '.join(recreated)}" if recreated else ""), flush=True)
+        if imported_from(source):  # uva-import's partial initialization (e.g. MAR's weights)
+            new = load_partial(model, load_file(str(source)), source)
+            if rank == 0:
+                print(f"[train] initialized from {source} ({imported_from(source)} import); "
+                      f"{len(new)} tensors keep their fresh init", flush=True)
+        else:
+            recreated = load(model, load_file(str(source)), source, cfg.model.size)
+            if rank == 0:
+                print(f"[train] initialized from {source}"
+                      + (f"; new for this robot: {', '.join(recreated)}" if recreated else ""), flush=True)
     frozen = freeze_parameters(model, cfg.freeze)
     if rank == 0 and frozen:
         print(f"[train] frozen: {frozen} parameters under {', '.join(cfg.freeze)}", flush=True)

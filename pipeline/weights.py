@@ -119,6 +119,14 @@ def grow_embodiments(own: dict, state: dict, source) -> tuple[dict, set[str]]:
 
 
 # --- imported initializations ---------------------------------------------------------------
+def imported_from(path) -> str | None:
+    """The kind of import ("mar") a .safetensors file was written by, None for this project's own."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("uva_import")
+
+
 def load_partial(model: torch.nn.Module, state: dict, source) -> list[str]:
     """An imported initialization into ``model``: every tensor the file has must exist here with
     its shape (a ValueError naming the first that does not); the model's own parameters the file

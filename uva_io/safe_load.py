@@ -80,8 +80,14 @@ def _allowed() -> dict[tuple[str, str], object]:
         ("_codecs", "encode"): _latin1,
         ("numpy", "dtype"): np.dtype, ("numpy", "ndarray"): np.ndarray,
     }
+    import importlib
+
+    try:
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # numpy < 2
+        multiarray = importlib.import_module("numpy.core.multiarray")
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = np.core.multiarray._reconstruct if hasattr(np, "core") else None
+        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
         allowed[(mod, "scalar")] = _numpy_scalar
     for mod in ("numpy", "numpy.dtypes"):
         for name in ("Float32DType", "Float64DType", "Int64DType", "Int32DType", "BoolDType", "UInt8DType",
