@@ -46,3 +46,17 @@ def test_two_stage_recipe_configs():
     assert s2.init_from == "runs/uva_b/stage1_video/checkpoints" and s2.init_weights == "ema"
     assert s2.model == s1.model and s2.data.window == s1.data.window  # inherited through defaults:
     assert s2.run_dir != s1.run_dir
+
+
+def test_the_mar_recipe_configs_use_the_layout_the_import_is_told():
+    import re
+
+    s1 = load_config(TrainConfig, ROOT / "configs/pretrain/mar_b_stage1_video.yaml")
+    s2 = load_config(TrainConfig, ROOT / "configs/pretrain/mar_b_stage2_all.yaml")
+    assert s1.mode_weights == {"video": 1.0} and s1.init_from == "artifacts/mar_base_init.safetensors"
+    assert s2.init_from == "runs/mar_b/stage1_video/checkpoints" and s2.model == s1.model
+    text = (ROOT / "configs/pretrain/mar_b_stage1_video.yaml").read_text()
+    told = re.search(r"--set (.*?)--output", text, re.S).group(1).replace("#", " ").replace("\\", " ").split()
+    sets = {k: v for k, _, v in (t.partition("=") for t in told)}
+    want = {k: str(v).lower() for k, v in s1.model.overrides.items()}
+    assert sets == want  # the import's --set list is exactly the run's model settings
