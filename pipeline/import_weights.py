@@ -68,7 +68,7 @@ def import_mar(ckpt: str | Path, size: str, output: str | Path, overrides: dict 
     if not isinstance(payload, dict) or not isinstance(payload.get(key), dict):
         have = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{ckpt}: no '{key}' state dict (MAR's save_model writes model and model_ema; found "
-                         f"{have}){'' if ema else ''}")
+                         f"{have})")
     mar = payload[key]
     if "z_proj.weight" not in mar or "encoder_pos_embed_learned" not in mar:
         raise ValueError(f"{ckpt}: '{key}' is not a MAR model (no z_proj / encoder_pos_embed_learned)")

@@ -312,12 +312,11 @@ def reference_state(payload: dict, num_heads: int | None = None, ema: bool = Tru
         raise ValueError(f"the checkpoint's policy sets {', '.join(on)}: those inputs are not carried by this import "
                          f"(PushT and LIBERO-style single-camera policies without proprioception are)")
     ar, act = policy["autoregressive_model_params"], policy.get("action_model_params") or {}
-    if not act.get("predict_action", True) and "ema_model" in payload["state_dicts"]:
-        pass  # a video-only stage: the action head is absent from the weights (said in the report)
     if act.get("act_model_type", "conv_fc") != "conv_fc":
         raise ValueError(f"action_model_params.act_model_type={act.get('act_model_type')!r}: only conv_fc is carried")
     which = "ema_model" if ema and "ema_model" in payload["state_dicts"] else "model"
-    full = payload["state_dicts"][which]
+    # a state dict saved from a wrapped module (DDP / accelerate "module.", torch.compile "_orig_mod.")
+    full = {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in payload["state_dicts"][which].items()}
     ref = {k[len("model."):]: v for k, v in full.items() if k.startswith("model.")}
     vae = {k[len("vae_model."):]: v for k, v in full.items() if k.startswith("vae_model.")}
     if not ref:

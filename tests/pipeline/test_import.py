@@ -210,3 +210,12 @@ def test_a_pretraining_config_starts_from_the_imported_mar_weights(tmp_path):
     model, _ = build_model(cfg, rank=0)
     assert torch.equal(model.state_dict()["backbone.decoder.blocks.1.norm2.weight"],
                        load_checkpoint(MAR)["model_ema"]["decoder_blocks.1.norm2.weight"].float())
+
+
+def test_uva_eval_runs_an_imported_reference_bundle(bundle, tmp_path):
+    from pipeline.sim_eval import main as eval_main
+
+    eval_main(["--env", "pusht", "--policy", str(bundle[0]), "--seeds", "100000:100001", "--max-steps", "16",
+               "--workers", "1", "--no-videos", "--output", str(tmp_path / "eval")])
+    result = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert result["num_episodes"] == 1 and result["action_steps"] == 8  # half the imported 16-action chunk
