@@ -85,6 +85,11 @@ def _finish(ep: Episode, cfg: EncodeConfig, readers: dict[str, ClipReader], indi
         raise ValueError(f"only {len(indices)} frame(s) after resampling (min_frames={cfg.min_frames})")
     first = next(iter(readers.values()))
     num_source = first.num_source_frames
+    cut = {cam: r.truncated for cam, r in readers.items() if getattr(r, "truncated", None)}
+    if cut and (ep.actions or ep.proprio):
+        cam, (got, declared) = next(iter(cut.items()))
+        raise ValueError(f"video '{cam}' is truncated: {got} of the {declared} frames its container declares "
+                         f"decode, so the episode's per-frame rows no longer match it")
     arrays = {}
     for name, ref in (("actions", ep.actions), ("proprio", ep.proprio)):
         if ref is None:
@@ -93,8 +98,11 @@ def _finish(ep: Episode, cfg: EncodeConfig, readers: dict[str, ClipReader], indi
         if len(arr) != num_source:
             raise ValueError(f"{name} has {len(arr)} rows but the video has {num_source} frames")
         arrays[name] = arr[indices]
-    return {"episode_id": ep.episode_id, key: {cam: np.concatenate(parts) for cam, parts in per_cam.items()},
-            "arrays": arrays, "source_fps": first.source_fps, "num_source_frames": num_source}
+    out = {"episode_id": ep.episode_id, key: {cam: np.concatenate(parts) for cam, parts in per_cam.items()},
+           "arrays": arrays, "source_fps": first.source_fps, "num_source_frames": num_source}
+    if cut:  # action-free video: kept as far as it decodes, and said
+        out["truncated"] = {cam: {"decoded": got, "declared": declared} for cam, (got, declared) in cut.items()}
+    return out
 
 
 def _lockstep(readers: dict[str, ClipReader]):
@@ -213,6 +221,8 @@ def pack_sample(ep: Episode, encoded: dict, cfg: EncodeConfig, vae_identity: str
         "has_actions": "actions" in encoded["arrays"], "instruction": ep.instruction,
         "vae": vae_identity, "source": ep.source,
     }
+    if encoded.get("truncated"):
+        meta["truncated"] = encoded["truncated"]
     if "actions" in encoded["arrays"]:
         meta["action_dim"] = int(encoded["arrays"]["actions"].shape[1])
     sample = {"__key__": ep.episode_id, "meta.json": json.dumps(meta).encode()}

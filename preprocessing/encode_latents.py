@@ -293,7 +293,7 @@ def embed_instructions(episodes: list[Episode], spec: str, max_tokens: int) -> t
 
 def write_complete_shard(out: str, cfg: EncodeConfig, idx: int, eps: list[Episode],
                          results: dict[int, dict], vae_id: str, precision: str, lang: dict | None = None) -> int:
-    samples, records, skipped, frames = [], {}, [], 0
+    samples, records, skipped, warnings, frames = [], {}, [], [], 0
     for j, ep in enumerate(eps):
         res = results[j]
         if "error" in res:
@@ -301,11 +301,16 @@ def write_complete_shard(out: str, cfg: EncodeConfig, idx: int, eps: list[Episod
             log.warning("skipped %s: %s", ep.episode_id, res["error"])
             continue
         sample, record = pack_sample(ep, res, cfg, vae_id, (lang or {}).get(ep.instruction or ""))
+        for cam, n in (res.get("truncated") or {}).items():
+            reason = (f"truncated: camera '{cam}' decodes {n['decoded']} of the {n['declared']} frames its "
+                      f"container declares; encoded as far as it decodes")
+            warnings.append({"input": ep.source, "episode_id": ep.episode_id, "reason": reason})
+            log.warning("%s: %s", ep.episode_id, reason)
         samples.append(sample)
         records[ep.episode_id] = record
         frames += record["num_frames"]
     sidecar = {"shard": shard_name(cfg.shard_prefix, idx), "episodes": records, "skipped": skipped,
-               "num_frames": frames, "vae": vae_id, "vae_precision": precision}
+               "warnings": warnings, "num_frames": frames, "vae": vae_id, "vae_precision": precision}
     write_shard(out, cfg.shard_prefix, idx, samples, sidecar)
     return frames
 
@@ -313,7 +318,7 @@ def write_complete_shard(out: str, cfg: EncodeConfig, idx: int, eps: list[Episod
 def finalize(out: str, cfg: EncodeConfig, shards: list, errors: list[dict], vae_id: str,
              identity: dict, frames_done: int, seconds: float, strict: bool) -> int:
     """Index, statistics and error log over every shard (fresh and previously written)."""
-    index_shards, episodes, skipped = [], {}, list(errors)
+    index_shards, episodes, skipped, warned = [], {}, list(errors), []
     tar_paths, precisions = [], set()
     for i in range(len(shards)):
         name = shard_name(cfg.shard_prefix, i)
@@ -325,6 +330,7 @@ def finalize(out: str, cfg: EncodeConfig, shards: list, errors: list[dict], vae_
         for ep_id, rec in sidecar["episodes"].items():
             episodes[ep_id] = rec | {"shard": f"{name}.tar"}
         skipped += sidecar["skipped"]
+        warned += sidecar.get("warnings", [])
     if len(precisions) > 1:
         raise ValueError(f"{out}: shards were encoded with VAE precisions {sorted(precisions)}; set "
                          f"vae_precision and re-encode into a new --output")
@@ -334,7 +340,7 @@ def finalize(out: str, cfg: EncodeConfig, shards: list, errors: list[dict], vae_
              "vae_precision": precisions.pop() if precisions else "fp32",
              "config": to_dict(cfg), "shard_prefix": cfg.shard_prefix, "shards": index_shards,
              "episodes": episodes, "num_episodes": len(episodes), "num_frames": total_frames,
-             "num_skipped": len(skipped), "robots": sorted({r["robot"] for r in episodes.values()}),
+             "num_skipped": len(skipped), "warnings": warned, "robots": sorted({r["robot"] for r in episodes.values()}),
              "text_encoder": identity.get("text_encoder")}
     # the index last: a reader that sees it sees the statistics and error log of the same run
     storage.write_bytes(storage.join(out, "stats.json"), json.dumps(stats, indent=1))

@@ -148,6 +148,7 @@ def _decord_chunks(reader: "ClipReader") -> Iterator[tuple[np.ndarray, np.ndarra
     if not len(rel):
         raise DecodeError(f"{r.path}: no frames in [{r.start}, {r.end}) s")
     r.source_fps, r.num_source_frames, r.backend = src_fps, seg, "decord"
+    r.declared_frames = n  # decord reads what the index declares, or fails
     for lo in range(0, len(rel), r.chunk_frames):
         idx = rel[lo : lo + r.chunk_frames]
         out = [resize_center_crop(vr.get_batch((idx[k : k + FULL_BATCH] + first).tolist()).asnumpy(), r.size)
@@ -220,6 +221,9 @@ def _pyav_chunks(reader: "ClipReader", seek: bool = True) -> Iterator[tuple[np.n
         if small:
             yield chunk()
         r.num_source_frames = seg_index
+        declared = stream.frames or (round(float(stream.duration * stream.time_base) * src_fps)
+                                     if stream.duration and stream.time_base else 0)
+        r.declared_frames = int(declared)
     if not produced:
         raise DecodeError(f"{r.path}: no frames decoded")
 
@@ -246,6 +250,16 @@ class ClipReader:
         self.path, self.fps, self.size, self.start, self.end = str(path), fps, size, start, end
         self.chunk_frames, self.streaming = chunk_frames, streaming
         self.source_fps, self.num_source_frames, self.backend = 0.0, 0, ""
+        self.declared_frames = 0  # what the container says a whole video holds (0: it does not say)
+
+    @property
+    def truncated(self) -> tuple[int, int] | None:
+        """(frames decoded, frames the container declares) when a whole video decodes short of
+        what its container says (a file cut off: decoders stop quietly at the cut), else None."""
+        whole = self.start == 0 and self.end is None
+        if whole and self.declared_frames and self.num_source_frames < self.declared_frames - 1:
+            return self.num_source_frames, self.declared_frames
+        return None
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         from uva_io import storage
