@@ -15,6 +15,8 @@ action or a state array is named by a reference string that the encode workers o
 
     zarr:<store>::<array>::<from>:<to>     rows [from, to) of one array of a zarr store
     hdf5:<file>::<dataset>[+<dataset>...]  a whole dataset (several: concatenated on the last axis)
+    rlds:<tfrecord>#<offset>::<feature>[+<feature>...]  features of one RLDS episode record
+                                           (preprocessing/rlds.py; frames decoded chunk by chunk)
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from preprocessing.sources import Episode, sanitize_key
 from uva_io import storage
 from uva_io.video import DecodeError, resample_indices, resize_center_crop
 
-ARRAY_KINDS = ("zarr", "hdf5")
+ARRAY_KINDS = ("zarr", "hdf5", "rlds")
 IMAGE_SUFFIXES = ("_image", "_rgb")
 # proprioception of the common layouts, first match wins (their arrays are concatenated)
 HDF5_PROPRIO = (("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"),  # robomimic
@@ -71,7 +73,8 @@ def parse_ref(ref: str) -> tuple[str, str, list[str], tuple[int, int] | None]:
     kind, _, body = ref.partition(":")
     parts = body.split("::")
     if kind not in ARRAY_KINDS or len(parts) not in (2, 3):
-        raise ValueError(f"{ref}: not an array reference (zarr:<store>::<array>::<from>:<to> or hdf5:<file>::<dataset>)")
+        raise ValueError(f"{ref}: not an array reference (zarr:<store>::<array>::<from>:<to>, hdf5:<file>::<dataset> "
+                         f"or rlds:<file>#<offset>::<feature>)")
     rows = None
     if len(parts) == 3:
         lo, hi = parts[2].split(":")
@@ -91,6 +94,11 @@ class ArrayReader:
     def __enter__(self) -> "ArrayReader":
         if self.kind == "zarr":
             root = self._stack.enter_context(open_zarr(self.file))
+        elif self.kind == "rlds":
+            from preprocessing.rlds import record_arrays
+
+            file, _, offset = self.file.rpartition("#")
+            root = record_arrays(file, int(offset), self.names)
         else:
             import h5py
 

@@ -223,6 +223,8 @@ def pack_sample(ep: Episode, encoded: dict, cfg: EncodeConfig, vae_identity: str
     }
     if encoded.get("truncated"):
         meta["truncated"] = encoded["truncated"]
+    if ep.metadata:
+        meta["episode_metadata"] = ep.metadata
     if "actions" in encoded["arrays"]:
         meta["action_dim"] = int(encoded["arrays"]["actions"].shape[1])
     sample = {"__key__": ep.episode_id, "meta.json": json.dumps(meta).encode()}

@@ -5,6 +5,7 @@
         [--set episodes_per_shard=16] [--ray-address HOST:6379] [--strict]
     uva-encode --zarr data/pusht_cchi_v7_replay.zarr --source-fps 10 --robot pusht --output ...
     uva-encode --hdf5 libero_10/KITCHEN_SCENE3_turn_on_the_stove_demo.hdf5 --source-fps 20 --robot franka ...
+    uva-encode --rlds gs://gresearch/robotics/bridge/0.1.0 --rlds tensorflow_datasets/droid/1.0.0 --output ...
 
 (``python preprocessing/encode_latents.py ...`` runs the same job from a checkout with the
 project installed.)
@@ -31,6 +32,7 @@ import numpy as np
 
 from preprocessing.arrays import is_array_ref, read_hdf5, read_zarr_replay
 from preprocessing.encode import EncodeConfig, FrameEncoder, decode_episode, pack_sample
+from preprocessing.rlds import read_rlds
 from preprocessing.sources import (
     Episode,
     read_lerobot,
@@ -80,8 +82,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--zarr", action="append", default=[],
                    help="Diffusion Policy / UMI zarr replay buffer: a folder or .zarr.zip (repeatable)")
     p.add_argument("--hdf5", action="append", default=[], help="robomimic / LIBERO HDF5 file (repeatable)")
+    p.add_argument("--rlds", action="append", default=[],
+                   help="RLDS / Open X-Embodiment dataset version folder or URL prefix, <name>/<version>/ (repeatable)")
+    p.add_argument("--split", default=None, help="comma-separated splits of --rlds inputs (default: every split)")
+    p.add_argument("--rlds-cameras", default=None,
+                   help="cameras of --rlds inputs as name=feature,... (steps/observation/<feature>; default: "
+                        "configs/oxe.yaml, else every image feature)")
     p.add_argument("--source-fps", type=float, default=None,
-                   help="frame rate of --zarr/--hdf5 episodes (the formats do not store it)")
+                   help="frame rate of --zarr/--hdf5/--rlds episodes (the formats do not store it; "
+                        "configs/oxe.yaml has it for the OXE datasets)")
     p.add_argument("--image-keys", default=None,
                    help="comma-separated image arrays of --zarr/--hdf5 inputs (default: every uint8 image array)")
     p.add_argument("--proprio-keys", default=None,
@@ -98,8 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strict", action="store_true", help="exit nonzero if any input was skipped")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if not (args.manifest or args.lerobot or args.video_folder or args.zarr or args.hdf5):
-        p.error("give at least one input: --manifest, --lerobot, --video-folder, --zarr or --hdf5")
+    if not (args.manifest or args.lerobot or args.video_folder or args.zarr or args.hdf5 or args.rlds):
+        p.error("give at least one input: --manifest, --lerobot, --video-folder, --zarr, --hdf5 or --rlds")
     return args
 
 
@@ -148,6 +157,17 @@ def gather_episodes(args: argparse.Namespace, clip_seconds: float | None = None)
                             proprio_keys=keys(args.proprio_keys), instruction=args.instruction)
             episodes += e
             errors += err
+    for path in args.rlds:
+        cams = None
+        if args.rlds_cameras:
+            pairs = [c.split("=", 1) for c in args.rlds_cameras.split(",") if c.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError(f"--rlds-cameras {args.rlds_cameras!r}: expected name=feature,...")
+            cams = {sanitize_key(a.strip()): b.strip() for a, b in pairs}
+        e, err = read_rlds(path, robot=args.robot, source_fps=args.source_fps, splits=keys(args.split),
+                           cameras=cams, proprio_keys=keys(args.proprio_keys))
+        episodes += e
+        errors += err
     if clip_seconds:
         episodes = [clip for ep in episodes for clip in cut_clips(ep, clip_seconds)]
     seen = set()

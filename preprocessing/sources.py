@@ -42,6 +42,7 @@ class Episode:
     instruction: str | None = None
     segments: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # cam -> [start, end) s
     source: str = ""
+    metadata: dict = field(default_factory=dict)  # kept in meta.json (an RLDS episode's episode_metadata)
 
     def to_json(self) -> dict:
         return {
@@ -49,6 +50,7 @@ class Episode:
             "fps": self.fps, "actions": self.actions, "proprio": self.proprio,
             "instruction": self.instruction,
             "segments": {k: list(v) for k, v in self.segments.items()}, "source": self.source,
+            "metadata": self.metadata,
         }
 
 
@@ -206,7 +208,7 @@ def load_array(ref: str) -> np.ndarray:
 
     Raises ValueError naming the file and problem (missing, wrong shape, NaN/inf).
     """
-    if ref.startswith(("zarr:", "hdf5:")):  # an array of a replay buffer / HDF5 file
+    if ref.startswith(("zarr:", "hdf5:", "rlds:")):  # an array of a replay buffer / HDF5 file / RLDS record
         from preprocessing.arrays import load_array_ref
 
         arr, name = load_array_ref(ref), ref

@@ -46,7 +46,8 @@ def _header(f: BinaryIO, where: str, offset: int) -> int | None:
     if not head:
         return None
     if len(head) < 12:
-        raise RecordError(f"{where}: torn record at byte {offset} (a {len(head)}-byte header)")
+        err = RecordError(f"{where}: torn record at byte {offset} (a {len(head)}-byte header)")
+        raise err
     length, crc = struct.unpack("<QI", head)
     if masked_crc(head[:8]) != crc:
         raise RecordError(f"{where}: length CRC mismatch at byte {offset}")
@@ -55,7 +56,8 @@ def _header(f: BinaryIO, where: str, offset: int) -> int | None:
 
 def scan(f: BinaryIO, where: str) -> list[tuple[int, int]]:
     """(offset, length) of every record, reading only the headers (the data is skipped); the
-    last record's end is checked against the file's size."""
+    last record's end is checked against the file's size. A torn file raises ``RecordError``
+    with the whole records before the tear as its ``records``."""
     f.seek(0, 2)
     size = f.tell()
     f.seek(0)
@@ -66,8 +68,10 @@ def scan(f: BinaryIO, where: str) -> list[tuple[int, int]]:
             return out
         end = offset + 12 + length + 4
         if end > size:
-            raise RecordError(f"{where}: torn record at byte {offset} ({length} data bytes and a 4-byte CRC "
+            err = RecordError(f"{where}: torn record at byte {offset} ({length} data bytes and a 4-byte CRC "
                               f"announced, {size - offset - 12} bytes left)")
+            err.records = out  # the whole records before the tear
+            raise err
         out.append((offset, length))
         f.seek(end)
         offset = end
