@@ -152,8 +152,9 @@ def _read_parquet(path: str, columns: list[str] | None = None):
 
 def read_lerobot(root: str | Path, robot: str | None = None, action_key: str = "action",
                  proprio_key: str = "observation.state") -> tuple[list[Episode], list[dict]]:
-    """A LeRobot v3.0 dataset (a local folder or a URL prefix): meta/info.json,
-    meta/episodes/*.parquet, data/*.parquet, videos/*.mp4."""
+    """A LeRobot dataset (a local folder or a URL prefix), the version from meta/info.json:
+    v3.x (meta/episodes/*.parquet, many episodes per data and video file) or v2.0 / v2.1
+    (meta/episodes.jsonl and tasks.jsonl, one parquet and one mp4 per episode and camera)."""
     root = str(root).rstrip("/")
     name = posixpath.basename(root) if storage.is_remote(root) else Path(root).name
     info_path = storage.join(root, "meta", "info.json")
@@ -161,14 +162,16 @@ def read_lerobot(root: str | Path, robot: str | None = None, action_key: str = "
         raise ValueError(f"{root}: not a LeRobot dataset (missing meta/info.json)")
     info = json.loads(storage.read_text(info_path))
     version = str(info.get("codebase_version", ""))
-    if not version.startswith("v3"):
-        raise ValueError(f"{root}: LeRobot codebase_version {version!r} is not supported (need v3.x)")
+    if not version.startswith(("v2", "v3")):
+        raise ValueError(f"{root}: LeRobot codebase_version {version!r} is not supported (need v2.0, v2.1 or v3.x)")
     fps = float(info["fps"])
     features = info.get("features", {})
     video_keys = sorted(k for k, v in features.items() if v.get("dtype") == "video")
     if not video_keys:
         raise ValueError(f"{root}: LeRobot dataset has no video features")
     robot = robot or info.get("robot_type") or name
+    if version.startswith("v2"):
+        return _read_lerobot_v2(root, name, info, video_keys, robot, action_key, proprio_key)
     tasks: dict[int, str] = {}
     tasks_path = storage.join(root, "meta", "tasks.parquet")
     if storage.exists(tasks_path):
@@ -200,6 +203,69 @@ def read_lerobot(root: str | Path, robot: str | None = None, action_key: str = "
                 proprio=f"parquet:{data_file}:{lo}:{hi}:{proprio_key}" if proprio_key in features else None,
                 instruction=instruction, segments=segments, source=f"{root}#episode={idx}",
             ))
+    return episodes, errors
+
+
+def _jsonl(path: str) -> list[dict]:
+    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
+
+
+def _read_lerobot_v2(root: str, name: str, info: dict, video_keys: list[str], robot: str, action_key: str,
+                     proprio_key: str) -> tuple[list[Episode], list[dict]]:
+    """LeRobot v2.0 / v2.1: one parquet per episode (its rows: the frames, with their global
+    ``index``), one mp4 per episode and camera. Each episode is checked before it is listed: its
+    parquet's rows against episodes.jsonl's length, its timestamps against frame_index / fps,
+    its task indices against tasks.jsonl; a mismatch skips the episode with the reason."""
+    fps, features = float(info["fps"]), info.get("features", {})
+    chunk = int(info.get("chunks_size", 1000))
+    for need in ("episodes.jsonl", "tasks.jsonl"):
+        if not storage.exists(storage.join(root, "meta", need)):
+            raise ValueError(f"{root}: LeRobot {info['codebase_version']} dataset without meta/{need}")
+    tasks = {int(t["task_index"]): str(t["task"]) for t in _jsonl(storage.join(root, "meta", "tasks.jsonl"))}
+    episodes, errors = [], []
+    for rec in sorted(_jsonl(storage.join(root, "meta", "episodes.jsonl")), key=lambda r: int(r["episode_index"])):
+        idx = int(rec["episode_index"])
+        where = f"{root}#episode={idx}"
+        fmt = {"episode_chunk": idx // chunk, "episode_index": idx}
+        data_file = storage.join(root, info["data_path"].format(**fmt))
+        try:
+            table = _read_parquet(data_file, columns=[c for c in ("index", "frame_index", "timestamp", "task_index")
+                                                      if c in features or c in ("index", "frame_index", "timestamp")])
+        except Exception as err:  # a missing or unreadable parquet
+            errors.append({"input": where, "reason": f"{data_file}: unreadable parquet ({type(err).__name__}: {err})"})
+            continue
+        cols = table.to_pydict()
+        rows, length = table.num_rows, int(rec.get("length", -1))
+        reason = None
+        if rows != length:
+            reason = f"{data_file} has {rows} rows, meta/episodes.jsonl says length {length}"
+        elif rows == 0:
+            reason = f"{data_file} has no rows"
+        else:
+            frame_index = np.asarray(cols["frame_index"], np.float64)
+            late = np.abs(np.asarray(cols["timestamp"], np.float64) - frame_index / fps)
+            if not np.array_equal(frame_index, np.arange(rows)):
+                reason = f"{data_file}: frame_index is not 0..{rows - 1}"
+            elif late.max() > 0.5 / fps:
+                k = int(late.argmax())
+                reason = (f"{data_file}: timestamp {cols['timestamp'][k]:.4f} s at frame {k} is not frame / fps "
+                          f"({k / fps:.4f} s at {fps:g} fps)")
+            elif "task_index" in cols and set(cols["task_index"]) - set(tasks):
+                reason = f"{data_file}: task_index {sorted(set(cols['task_index']) - set(tasks))} not in meta/tasks.jsonl"
+        if reason:
+            errors.append({"input": where, "reason": reason})
+            continue
+        lo, hi = int(min(cols["index"])), int(max(cols["index"])) + 1
+        videos = {sanitize_key(k.split(".")[-1]): storage.join(root, info["video_path"].format(video_key=k, **fmt))
+                  for k in video_keys}
+        named = rec.get("tasks") or []
+        if "task_index" in cols:
+            named = named or [tasks[int(cols["task_index"][0])]]
+        episodes.append(Episode(
+            episode_id=f"{sanitize_key(name)}_{idx:06d}", videos=videos, robot=robot, fps=fps,
+            actions=f"parquet:{data_file}:{lo}:{hi}:{action_key}" if action_key in features else None,
+            proprio=f"parquet:{data_file}:{lo}:{hi}:{proprio_key}" if proprio_key in features else None,
+            instruction=named[0] if named else None, source=where))
     return episodes, errors
 
 
