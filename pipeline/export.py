@@ -53,6 +53,7 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
     ``observation`` how frames become the model's latents when they are not this project's encode
     (an imported model: {"resize": "stretch_bilinear"}), ``temperature`` the sampling temperature,
     ``extra_files`` {name: text} written beside (an import's report)."""
+    from pipeline.robots import action_limits
     from uva.vae import vae_identity as identity_of
     from uva_io.vae_bundle import load_vae, save_vae
 
@@ -97,6 +98,7 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
         "sampling_steps": int(sampling_steps),
         "text_encoder": text or None,
         "relative": {"origin": list(relative["origin"]), "stats": _stat_fields(relative["stats"])} if relative else None,
+        "action_limits": action_limits(robot, stats),
         "source": source or {},
     }
     if observation:

@@ -110,6 +110,9 @@ class FinetuneConfig:
     # width when it is wider, the robot's actions padded and the padding masked as in the
     # pretraining mix, so the pretrained action embedding and head are kept)
     action_width: str = "robot"
+    # the data's camera of each robot camera whose names differ ({exterior: front}); every camera of
+    # the robot must be in the data and every camera of the data the robot's (after this mapping)
+    cameras: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not self.stages:
@@ -262,16 +265,12 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
     # the views are the robot's registry cameras that the data stores, in the registry's order
     # (an episode without one: an absent view); data that stores none of them: its own cameras.
     # A model with other views than the pretrained one is fitted to them (pipeline/adapt.py)
-    views_of = [c for c in robot.cameras if c in stored or not stored]  # an index without cameras: the robot's
-    if not views_of:
-        views_of = sorted(stored)
-        print(f"[finetune] --data stores none of the cameras of robot '{robot.name}' {robot.cameras}; "
-              f"its own cameras {views_of} are the views (name them in the robot's YAML)", flush=True)
+    views_of = match_cameras(robot, stored, cfg.cameras)  # the data's name of each robot camera
     views = len(views_of)
     if arch is not None:
         model.overrides["num_views"] = views
     cameras = views_of if views > 1 else None
-    camera = views_of[0] if views == 1 and views_of[0] in robot.cameras else None  # None: the first stored
+    camera = views_of[0] if views == 1 else None
     sources = [SourceConfig(path=d, camera=camera, cameras=cameras) for d in data]
     vae_id = identities.pop()
     stages, prev = [], None
@@ -392,8 +391,10 @@ def do_export(cfg: FinetuneConfig, last: TrainConfig, info: dict, vae: str | Non
     w = last.data.window
     window = {"num_history": w.num_history, "num_future": w.num_future, "frame_stride": w.frame_stride,
               "action_horizon": w.action_horizon}
-    cam = last.data.sources[0].camera or "main"
-    cameras = last.data.sources[0].cameras
+    # the bundle speaks the robot's camera names (the data's, mapped back)
+    robot_name = {data: cam for cam, data in cfg.cameras.items()}
+    cam = robot_name.get(last.data.sources[0].camera, last.data.sources[0].camera or "main")
+    cameras = [robot_name.get(c, c) for c in last.data.sources[0].cameras or []]
     return export_bundle(Path(cfg.run_dir) / "export", weights, arch, info["robot"], info["stats"], window,
                          vae_path, index["vae"], cfg.export_sampling_steps, cam,
                          source={"checkpoint": str(step_dir), "pretrained": info["weights"]},
@@ -401,6 +402,29 @@ def do_export(cfg: FinetuneConfig, last: TrainConfig, info: dict, vae: str | Non
                          relative=last.data.relative_actions.get(info["robot"].name),
                          cameras=list(cameras) + [f"absent{i}" for i in range(len(cameras), last.data.num_views)]
                          if cameras else None)
+
+
+def match_cameras(robot, stored: set[str], mapping: dict[str, str]) -> list[str]:
+    """The data's camera for each of the robot's cameras, in the robot's order. A robot camera the
+    data lacks, or a data camera the robot does not name, is a ValueError that shows the mapping
+    to set; an index that records no cameras takes the robot's names."""
+    unknown = sorted(set(mapping) - set(robot.cameras))
+    if unknown:
+        raise ValueError(f"cameras: {unknown} are not cameras of robot '{robot.name}' ({robot.cameras})")
+    want = [mapping.get(c, c) for c in robot.cameras]
+    if not stored:
+        return want
+    missing = [c for c, d in zip(robot.cameras, want) if d not in stored]
+    extra = sorted(stored - set(want))
+    if missing or extra:
+        pairs = dict(zip(missing, extra)) or {c: "<data camera>" for c in missing}
+        parts = ([f"the robot's {missing} are not in the data"] if missing else []) + \
+                ([f"the data's {extra} are not the robot's"] if extra else [])
+        raise ValueError(f"--data stores cameras {sorted(stored)}, robot '{robot.name}' has {robot.cameras}: "
+                         f"{'; '.join(parts)}. Map them in the recipe (cameras: {{"
+                         + ", ".join(f"{a}: {b}" for a, b in pairs.items()) + "}) or with --set 'cameras={"
+                         + ", ".join(f"{a}: {b}" for a, b in pairs.items()) + "}', or name them in the robot's YAML")
+    return want
 
 
 def main(argv: list[str] | None = None) -> None:

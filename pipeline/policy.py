@@ -27,6 +27,7 @@ interface (``num_obs``, ``reset(seed)``, ``__call__(obs, num_actions)``; proprio
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,8 @@ from pipeline.export import BUNDLE_FORMAT
 from uva import rng
 from uva.sampler import BACKENDS
 
-POLICY_BACKENDS = ("auto", "none", *BACKENDS)  # auto: graph on cuda, none (step by step) on cpu
+POLICY_BACKENDS = ("auto", "none", *BACKENDS)
+log = logging.getLogger("uva.policy")  # auto: graph on cuda, none (step by step) on cpu
 
 
 def control_steps_per_action(window: dict) -> int:
@@ -104,6 +106,9 @@ class UVAPolicy:
         if self.observation.get("resize", "short_side_crop") not in ("short_side_crop", "stretch_bilinear"):
             raise ValueError(f"policy bundle {self.root}: observation.resize {self.observation['resize']!r} is not "
                              f"short_side_crop or stretch_bilinear")
+        # bounds of the returned actions (robot units), the values clipped to them so far
+        self.action_limits = meta.get("action_limits")
+        self.clipped = 0
         self.stats, self.normalization = meta["stats"], meta["normalization"]
         self.norm_mask = meta["norm_mask"]
         # relative chunks: {"origin": proprioception index per action dimension (-1 absolute), "stats"}
@@ -301,8 +306,23 @@ class UVAPolicy:
         history, view_mask = self.encode_views(frames)
         norm = self.predict_normalized(history, generator, state, view_mask, self.embed_instruction(instruction),
                                        noise)
-        actions = self.to_robot_units(norm, None if proprio is None else proprio[-1])
+        actions = self.bound(self.to_robot_units(norm, None if proprio is None else proprio[-1]))
         return np.repeat(actions, self.action_step, axis=0)  # one row per control step
+
+    def bound(self, actions: np.ndarray) -> np.ndarray:
+        """Actions clipped to the bundle's limits (the robot's, else the data's range with a
+        margin); each clipped value is counted (``clipped``) and the call logged."""
+        if not self.action_limits:
+            return actions
+        lo, hi = np.asarray(self.action_limits["low"]), np.asarray(self.action_limits["high"])
+        out = np.clip(actions, lo, hi)
+        n = int((out != actions).sum())
+        if n:
+            self.clipped += n
+            excess = float(np.max(np.maximum(actions - hi, lo - actions)))
+            log.warning("policy %s: %d action value(s) outside the limits (%s) clipped, by up to %.4g; %d so far",
+                        self.root, n, self.action_limits.get("from", "bundle"), excess, self.clipped)
+        return out
 
     def to_robot_units(self, norm: np.ndarray, last_state: np.ndarray | None = None) -> np.ndarray:
         """(H, >= action_dim) model-unit chunk -> (H, action_dim) robot units; a relative chunk is

@@ -35,6 +35,10 @@ class RobotConfig:
     unnormalized: list[str] = field(default_factory=list)  # action names left in robot units
     # action name -> the proprioception name it is measured from in relative chunks
     relative_to: dict[str, str] = field(default_factory=dict)
+    # bounds of each action dimension in robot units (joint limits, workspace); empty: the policy
+    # bounds its output by the training data's range widened by LIMIT_MARGIN of it
+    action_low: list[float] = field(default_factory=list)
+    action_high: list[float] = field(default_factory=list)
 
     @property
     def action_dim(self) -> int:
@@ -56,6 +60,12 @@ class RobotConfig:
         unknown = sorted(set(self.unnormalized) - set(self.action_names))
         if unknown:
             raise ValueError(f"robot '{self.name}': unnormalized names {unknown} are not action names")
+        if bool(self.action_low) != bool(self.action_high) or any(
+                len(x) not in (0, self.action_dim) for x in (self.action_low, self.action_high)):
+            raise ValueError(f"robot '{self.name}': action_low and action_high need one value per action dimension "
+                             f"({self.action_dim}), both or neither")
+        if any(lo > hi for lo, hi in zip(self.action_low, self.action_high)):
+            raise ValueError(f"robot '{self.name}': action_low is above action_high")
         if self.control_hz <= 0:
             raise ValueError(f"robot '{self.name}': control_hz must be positive")
         bad = sorted(set(self.relative_to) - set(self.action_names))
@@ -96,6 +106,24 @@ def load_robot(name_or_path: str, root: Path | None = None) -> RobotConfig:
                          f"{', '.join(available_robots(root))} (add one as configs/robots/<name>.yaml)")
     robot = load_config(RobotConfig, path)
     return robot
+
+
+LIMIT_MARGIN = 0.1  # the data's range widened by this share of it on each side, where the robot sets no limits
+
+
+def action_limits(robot: RobotConfig, stats: dict) -> dict | None:
+    """{"low", "high", "from"} bounds of a policy's actions in robot units: the robot's own, else
+    the data's min / max widened by LIMIT_MARGIN of the range (None when the statistics have no
+    range)."""
+    if robot.action_low:
+        return {"low": list(map(float, robot.action_low)), "high": list(map(float, robot.action_high)),
+                "from": f"robot '{robot.name}'"}
+    if "min" not in stats or "max" not in stats:
+        return None
+    lo, hi = np.asarray(stats["min"], np.float64), np.asarray(stats["max"], np.float64)
+    pad = LIMIT_MARGIN * (hi - lo)
+    return {"low": (lo - pad).tolist(), "high": (hi + pad).tolist(),
+            "from": f"the training data's range +- {LIMIT_MARGIN:g} of it"}
 
 
 def check_stats(robot: RobotConfig, stats: dict, where: str) -> dict:

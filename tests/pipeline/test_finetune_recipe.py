@@ -45,3 +45,20 @@ def test_the_experiment_is_the_recipes_or_named_after_the_robot():
 
     assert FinetuneConfig().experiment is None
     assert load_recipe(ROOT / "configs/finetune/default.yaml", ["experiment=uva-pretrain"]).experiment == "uva-pretrain"
+
+
+def test_the_robots_cameras_and_the_datas_must_agree_or_be_mapped():
+    from pipeline.finetune import match_cameras
+    from pipeline.robots import load_robot
+
+    franka = load_robot("franka")  # cameras: exterior, wrist
+    assert match_cameras(franka, {"exterior", "wrist"}, {}) == ["exterior", "wrist"]
+    with pytest.raises(ValueError, match=r"the robot's \['exterior'\] are not in the data; the data's \['front'\] are "
+                                         r"not the robot's.*cameras: \{exterior: front\}"):
+        match_cameras(franka, {"front", "wrist"}, {})
+    assert match_cameras(franka, {"front", "wrist"}, {"exterior": "front"}) == ["front", "wrist"]
+    with pytest.raises(ValueError, match=r"the data's \['top'\] are not the robot's"):
+        match_cameras(franka, {"exterior", "wrist", "top"}, {})
+    with pytest.raises(ValueError, match=r"\['side'\] are not cameras of robot 'franka'"):
+        match_cameras(franka, {"exterior", "wrist"}, {"side": "top"})
+    assert match_cameras(franka, set(), {}) == ["exterior", "wrist"]  # an index that records no cameras

@@ -219,3 +219,25 @@ def test_uva_eval_runs_an_imported_reference_bundle(bundle, tmp_path):
                "--workers", "1", "--no-videos", "--output", str(tmp_path / "eval")])
     result = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert result["num_episodes"] == 1 and result["action_steps"] == 8  # half the imported 16-action chunk
+
+
+def test_a_policy_never_returns_an_action_outside_its_limits_and_counts_what_it_clips(bundle, outputs, tmp_path,
+                                                                                     caplog):
+    import shutil
+
+    from pipeline.policy import load_policy
+
+    meta = json.loads((bundle[0] / "policy.json").read_text())
+    assert meta["action_limits"]["from"].startswith("the training data's range")  # the reference's min / max
+    narrow = tmp_path / "narrow"
+    shutil.copytree(bundle[0], narrow)
+    meta["action_limits"] = {"low": [200.0, 200.0], "high": [300.0, 300.0], "from": "a test"}
+    (narrow / "policy.json").write_text(json.dumps(meta))
+    policy = load_policy(narrow)
+    frames = outputs["obs_frames"][0].permute(0, 2, 3, 1).numpy()[3::4]
+    free = load_policy(bundle[0]).predict(frames, noise=outputs["policy_noise"][:100].reshape(100, 1, -1))
+    with caplog.at_level("WARNING", logger="uva.policy"):
+        got = policy.predict(frames, noise=outputs["policy_noise"][:100].reshape(100, 1, -1))
+    assert got.min() >= 200 and got.max() <= 300
+    outside = int(((free < 200) | (free > 300)).sum())
+    assert outside > 0 and policy.clipped == outside and "clipped" in caplog.text
