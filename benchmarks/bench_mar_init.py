@@ -6,8 +6,8 @@
 Both arms: the CPU default model (configs/pretrain/default.yaml) in MAR's layout (patch 1,
 per-stream embedding, input LayerNorm, exact GELU, the action condition with the video positions,
 tube masks), one view, no language, video only (stage 1), the same data order and seeds, trained
-on the PushT task video and the synthetic pusher from ``--sets`` (bench_pretraining_value.py's
-shard sets). The ``mar`` arm starts from ``uva-import mar CKPT``; ``random`` from the model's init.
+on the PushT task video, the synthetic pusher and the 25 PushT demos (their frames; video only)
+from ``--sets`` (bench_pretraining_value.py's shard sets). The ``mar`` arm starts from ``uva-import mar CKPT``; ``random`` from the model's init.
 Prints the training loss and the in-training held-out metrics (video latent MSE on ``heldout_s0``)
 at each evaluation, and the ratio of the two arms.
 
@@ -35,7 +35,9 @@ LAYOUT = {"patch_size": 1, "embed_style": "streams", "embed_norm": "true", "mlp_
 
 def run(args, arm: str, init: Path | None) -> Path:
     sets = Path(args.sets)
-    srcs = f"[{{path: {sets / 'taskvideo'}, weight: 2.0}}, {{path: {sets / 'pusher'}, weight: 1.0}}]"
+    # the 25 PushT demos too, so the held-out set's robot has statistics (video only all the same)
+    srcs = (f"[{{path: {sets / 'taskvideo'}, weight: 2.0}}, {{path: {sets / 'pusher'}, weight: 1.0}}, "
+            f"{{path: {sets / 'target25_s0'}, weight: 1.0}}]")
     folder = Path(args.out) / arm
     cmd = [str(BIN / "uva-pretrain"), "--config", "configs/pretrain/default.yaml",
            "--set", f"data.sources={srcs}", "--set", "data.num_views=1", "--set", "mode_weights={video: 1.0}",

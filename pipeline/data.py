@@ -20,7 +20,7 @@ import random
 import time
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
@@ -79,7 +79,9 @@ class DataConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     window: WindowConfig = field(default_factory=WindowConfig)
     vae_identity: str | None = None  # required VAE hash; None = all sources must agree
-    action_dim: int = 2  # actions are zero-padded/validated to this width (padding is masked: no input, no loss)
+    # actions are zero-padded to this width (padding is masked: no input, no loss); 0: the widest
+    # robot of the sources (training resolves it); a width narrower than a robot is an error
+    action_dim: int = 0
     num_views: int = 1  # cameras per time step (the model's num_views); fewer in an episode are masked
     proprio_dim: int = 0  # proprioception per history frame, zero-padded to this width (0 = not loaded)
     normalization: str = "mean_std"  # mean_std or q01_q99 (to [-1, 1])
@@ -117,8 +119,8 @@ class DataConfig:
             raise ValueError(f"data.num_views must be >= 1, got {self.num_views}")
         if self.augment_shift < 0:
             raise ValueError(f"data.augment_shift must be >= 0, got {self.augment_shift}")
-        if self.shuffle_buffer < 1 or self.shuffle_episodes < 1 or self.num_workers < 0 or self.action_dim <= 0 or self.proprio_dim < 0:
-            raise ValueError("data.shuffle_buffer, shuffle_episodes and action_dim must be positive, num_workers and "
+        if self.shuffle_buffer < 1 or self.shuffle_episodes < 1 or self.num_workers < 0 or self.action_dim < 0 or self.proprio_dim < 0:
+            raise ValueError("data.shuffle_buffer and shuffle_episodes must be positive, num_workers, action_dim and "
                              "proprio_dim >= 0")
 
 
@@ -128,30 +130,60 @@ def window_starts(num_frames: int, w: WindowConfig) -> range:
 
 
 def window_at(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig, start: int,
-              proprio: np.ndarray | None = None, origin: np.ndarray | None = None) -> dict:
-    """The window starting at stored frame ``start``. latents (T, C, h, w); actions (T, A),
-    proprio (T, P) or None; ``origin`` (T, A) or None: a relative chunk is the actions minus the
-    origin at the last history frame (``pipeline.robots.relative_offset``)."""
+              proprio: np.ndarray | None = None, origin: np.ndarray | None = None,
+              row_of: np.ndarray | None = None) -> dict:
+    """The window starting at stored frame ``start``, cut in time. latents (T, C, h, w) at the
+    latent rate; actions (N, A), proprio (N, P), origin (N, A) or None: rows at the robot's
+    control rate, ``row_of`` (T,) the row of each latent frame (the shards' frame_index).
+
+    History and future frames are every ``frame_stride``-th latent frame; the action chunk is the
+    ``action_horizon`` consecutive control rows from the last history frame's (the chunk of a 50 Hz
+    robot is 50 Hz rows, of a 5 Hz one 5 Hz rows; past the episode's end the last row repeats);
+    proprioception is the row at each history frame; a relative chunk is the actions minus the
+    origin at the last history frame (``pipeline.robots.relative_offset``).
+
+    ``row_of`` None: a shard set written when actions were stored at the latent rate (one row
+    per frame): the chunk spreads ``action_horizon`` rows over the future frames, as it did."""
     s = w.frame_stride
-    action_step = w.num_future * s // w.action_horizon
     frames = start + s * np.arange(w.num_history + w.num_future)
     last_hist = frames[w.num_history - 1]
     sample = {"history": latents[frames[: w.num_history]], "future": latents[frames[w.num_history :]]}
+    if row_of is None:  # rows at the latent rate
+        row_of, per_action = np.arange(len(latents)), w.num_future * s // w.action_horizon
+    else:
+        per_action = 1
+    row = int(row_of[last_hist])
     if actions is not None:
-        # the actions taken from the last history frame up to the last future frame
-        sample["actions"] = actions[last_hist + action_step * np.arange(w.action_horizon)]
+        rows = np.minimum(row + per_action * np.arange(w.action_horizon), len(actions) - 1)
+        sample["actions"] = actions[rows]
         if origin is not None:
-            sample["actions"] = sample["actions"] - origin[last_hist]
+            sample["actions"] = sample["actions"] - origin[row]
     if proprio is not None:  # the state at each history frame
-        sample["proprio"] = proprio[frames[: w.num_history]]
+        sample["proprio"] = proprio[row_of[frames[: w.num_history]]]
     return sample
 
 
 def cut_windows(latents: np.ndarray, actions: np.ndarray | None, w: WindowConfig,
-                proprio: np.ndarray | None = None, origin: np.ndarray | None = None) -> Iterator[dict]:
+                proprio: np.ndarray | None = None, origin: np.ndarray | None = None,
+                row_of: np.ndarray | None = None) -> Iterator[dict]:
     """All windows of one episode, in order."""
     for start in window_starts(latents.shape[0], w):
-        yield window_at(latents, actions, w, start, proprio, origin)
+        yield window_at(latents, actions, w, start, proprio, origin, row_of)
+
+
+def action_width(cfg: DataConfig, stats: dict) -> int:
+    """The action width of a mix: ``cfg.action_dim``, which must fit every robot in ``stats``, or
+    (0) the widest robot's."""
+    dims = {robot: int(entry["dim"]) for robot, entry in stats.items() if "dim" in entry}
+    if not cfg.action_dim:
+        return max(dims.values(), default=1)
+    wider = {r: d for r, d in dims.items() if d > cfg.action_dim}
+    if wider:
+        robot, dim = max(wider.items(), key=lambda kv: kv[1])
+        raise ValueError(f"data.action_dim={cfg.action_dim} is narrower than robot '{robot}' ({dim}-d actions) in the "
+                         f"mix: leave it unset (the width follows the widest robot, {max(dims.values())}) or set it "
+                         f">= {max(dims.values())}")
+    return cfg.action_dim
 
 
 def merged_stats(sources: list[SourceConfig]) -> dict:
@@ -244,6 +276,8 @@ class ShardSetStream(torch.utils.data.IterableDataset):
                              f"({cfg.lang_tokens} x {cfg.lang_dim}): re-encode it with the model's text_encoder "
                              f"and text_tokens")
         self.stats = stats if stats is not None else read_stats(self.root)
+        if not cfg.action_dim:  # a stream on its own: the widest robot of its statistics
+            self.cfg = cfg = replace(cfg, action_dim=action_width(cfg, self.stats))
         self.errors = ErrorCounter(f"shard set {source.path}")
         self.worker: tuple[int, int] | None = None  # (worker, workers), set by MixedStream on resume
         self.restore: dict | None = None
@@ -273,18 +307,23 @@ class ShardSetStream(torch.utils.data.IterableDataset):
             raise ValueError(f"robot '{meta['robot']}' has no embodiment in this model")
         latents, views = self._views(sample)
         actions = sample.get("actions.npy")
+        row_of = sample.get("frame_index.npy")  # the control row of each frame (None: one row per frame)
+        rows = len(latents) if row_of is None else int(meta.get("num_rows", 0))
+        if row_of is not None and (len(row_of) != len(latents) or not rows or row_of.max() >= rows):
+            raise ValueError(f"frame_index of {len(row_of)} frames does not fit {len(latents)} frames and "
+                             f"{rows} control rows")
         dims, origin = 0, None  # the robot's own action dimensions (the rest is padding)
         if actions is not None:
             stats = self.stats.get(meta["robot"])
             if stats is None:
                 raise ValueError(f"no action statistics for robot '{meta['robot']}'")
-            if actions.ndim != 2 or len(actions) != len(latents):
-                raise ValueError(f"actions of shape {actions.shape} for {len(latents)} frames")
+            if actions.ndim != 2 or len(actions) != rows:
+                raise ValueError(f"actions of shape {actions.shape} for {rows} control rows")
             mask = self.cfg.norm_mask if self.cfg.norm_mask and len(self.cfg.norm_mask) == actions.shape[1] else None
             relative = self.cfg.relative_actions.get(meta["robot"])
             if relative is not None:  # normalized with the relative chunks' statistics, minus the origin
                 stats = relative["stats"]
-                origin = self._origin(sample, relative, stats, mask, len(latents))
+                origin = self._origin(sample, relative, stats, mask, rows)
             actions = normalize_actions(actions.astype(np.float32), stats, self.cfg.normalization, mask).astype(np.float32)
             if actions.shape[1] > self.cfg.action_dim:
                 raise ValueError(f"robot '{meta['robot']}' has action dim {actions.shape[1]} > {self.cfg.action_dim}")
@@ -293,7 +332,8 @@ class ShardSetStream(torch.utils.data.IterableDataset):
             if origin is not None:
                 origin = np.pad(origin, ((0, 0), (0, self.cfg.action_dim - dims)))
         # per-episode tensors every window of it shares
-        return {"latents": latents, "actions": actions, "origin": origin, "proprio": self._proprio(sample, len(latents)),
+        return {"latents": latents, "actions": actions, "origin": origin, "proprio": self._proprio(sample, rows),
+                "row_of": row_of,
                 "embodiment": torch.tensor(self.embodiment_of.get(meta["robot"], 0), dtype=torch.long),
                 "action_mask": torch.arange(self.cfg.action_dim) < dims,
                 "view_mask": None if views is None else torch.from_numpy(views), "lang": self._lang(sample)}
@@ -304,8 +344,8 @@ class ShardSetStream(torch.utils.data.IterableDataset):
 
         raw = sample.get("proprio.npy")
         if raw is None or raw.ndim != 2 or len(raw) != num_frames:
-            raise ValueError(f"relative actions need the robot's proprioception at every frame, got "
-                             f"{None if raw is None else raw.shape} for {num_frames} frames")
+            raise ValueError(f"relative actions need the robot's proprioception at every control row, got "
+                             f"{None if raw is None else raw.shape} for {num_frames} rows")
         return relative_offset(raw, relative["origin"], stats, self.cfg.normalization, mask).astype(np.float32)
 
     def _lang(self, sample: dict) -> torch.Tensor | None:
@@ -347,7 +387,8 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         return stack, present
 
     def _window(self, ep: dict, start: int) -> dict:
-        win = window_at(ep["latents"], ep["actions"], self.cfg.window, start, ep["proprio"], ep["origin"])
+        win = window_at(ep["latents"], ep["actions"], self.cfg.window, start, ep["proprio"], ep["origin"],
+                        ep["row_of"])
         has = "actions" in win
         out = {"history": torch.from_numpy(win["history"].astype(np.float32)),
                "future": torch.from_numpy(win["future"].astype(np.float32)),
@@ -364,7 +405,7 @@ class ShardSetStream(torch.utils.data.IterableDataset):
         return out
 
     def _proprio(self, sample: dict, num_frames: int) -> np.ndarray | None:
-        """(T, proprio_dim) normalized proprioception; zeros for episodes without any."""
+        """(N, proprio_dim) normalized proprioception per control row; zeros for episodes without any."""
         width = self.cfg.proprio_dim
         if not width:
             return None
@@ -377,7 +418,7 @@ class ShardSetStream(torch.utils.data.IterableDataset):
             raise ValueError(f"no proprioception statistics for robot '{robot}' (re-run its encode command "
                              f"to rewrite stats.json)")
         if raw.ndim != 2 or raw.shape[0] != num_frames or raw.shape[1] > width:
-            raise ValueError(f"proprio of shape {raw.shape} does not fit {num_frames} frames x at most {width}")
+            raise ValueError(f"proprio of shape {raw.shape} does not fit {num_frames} rows x at most {width}")
         out = normalize_actions(raw.astype(np.float32), stats, self.cfg.normalization).astype(np.float32)
         return np.pad(out, ((0, 0), (0, width - out.shape[1])))
 
@@ -561,6 +602,8 @@ class MixedStream(torch.utils.data.IterableDataset):
         self.cfg = cfg
         # one normalization per robot across all sets (held-out sets pass the training statistics)
         self.stats = stats if stats is not None else merged_stats(cfg.sources)
+        cfg = replace(cfg, action_dim=action_width(cfg, self.stats))
+        self.cfg = cfg
         self.streams = [ShardSetStream(s, cfg, rank, world_size, self.stats) for s in cfg.sources]
         ids = {s.vae_identity for s in self.streams}
         if len(ids) > 1:

@@ -45,14 +45,16 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
                   camera: str = "main", source: dict | None = None, proprio_stats: dict | None = None,
                   vae_precision: str = "fp32", cameras: list[str] | None = None,
                   relative: dict | None = None, observation: dict | None = None, temperature: float | None = None,
-                  extra_files: dict | None = None) -> Path:
+                  extra_files: dict | None = None, time_base: str = "control_rows") -> Path:
     """Write the bundle; ``robot`` is a RobotConfig, ``stats`` its entry of the shards' stats.json,
     ``proprio_stats`` its proprioception statistics when the model takes proprioception,
     ``vae_precision`` the arithmetic the shards' latents were encoded in (the policy uses it),
     ``relative`` {"origin", "stats"} when the model predicts relative chunks (pipeline/finetune.py),
     ``observation`` how frames become the model's latents when they are not this project's encode
     (an imported model: {"resize": "stretch_bilinear"}), ``temperature`` the sampling temperature,
-    ``extra_files`` {name: text} written beside (an import's report)."""
+    ``extra_files`` {name: text} written beside (an import's report), ``time_base`` what one
+    predicted action is: "control_rows" (one control step of the robot, at ``robot.control_hz``)
+    or "latent_spread" (a model trained on shard sets that stored actions at the latent rate)."""
     from pipeline.robots import action_limits
     from uva.vae import vae_identity as identity_of
     from uva_io.vae_bundle import load_vae, save_vae
@@ -90,6 +92,8 @@ def export_bundle(out_dir: str | Path, weights: str | Path, model_config: dict, 
         "stats": _stat_fields(stats),
         "proprio_stats": _stat_fields(proprio_stats) if proprio_stats and model_config.get("proprio_dim") else None,
         "window": window,
+        "time_base": time_base,
+        "control_hz": float(robot.control_hz),
         "image_size": int(vae.config.resolution),
         "camera": camera,
         "cameras": list(cameras) if cameras else [camera],  # the camera of each view, in view order

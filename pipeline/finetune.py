@@ -110,9 +110,10 @@ class FinetuneConfig:
     # width when it is wider, the robot's actions padded and the padding masked as in the
     # pretraining mix, so the pretrained action embedding and head are kept)
     action_width: str = "robot"
-    # the data's camera of each robot camera whose names differ ({exterior: front}); every camera of
-    # the robot must be in the data and every camera of the data the robot's (after this mapping)
-    cameras: dict[str, str] = field(default_factory=dict)
+    # the data's camera of each robot camera whose names differ ({exterior: front}; null: a camera
+    # of the robot this data does not have); every other camera of the robot must be in the data
+    # and every camera of the data the robot's (after this mapping)
+    cameras: dict[str, str | None] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not self.stages:
@@ -184,7 +185,11 @@ def relative_chunks(robot, data: list[str], window) -> dict:
     if all(o < 0 for o in origin):
         raise ValueError(f"relative_actions: robot '{robot.name}' relates no action to its proprioception "
                          f"(add relative_to: {{action name: proprio name}} to configs/robots/{robot.name}.yaml)")
-    step = window.num_future * window.frame_stride // window.action_horizon
+    # the chunk's rows: consecutive control rows, or (shard sets that stored actions at the latent
+    # rate) spread over the future frames
+    old = any(ep.get("robot") == robot.name and ep.get("has_actions") and "control_hz" not in ep
+              for d in data for ep in load_index(d).get("episodes", {}).values())
+    step = window.num_future * window.frame_stride // window.action_horizon if old else 1
     offsets = [step * k for k in range(window.action_horizon)]
 
     def episodes():
@@ -212,7 +217,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
     robot = load_robot(robot_name)
     if not data:
         raise ValueError("--data: give at least one latent shard set of the target robot")
-    stats, proprio, identities, stored = None, None, set(), set()
+    stats, proprio, identities, stored, rates = None, None, set(), set(), set()
     use_proprio = cfg.use_proprio and bool(robot.proprio_names)
     for d in data:
         if not storage.exists(storage.join(d, "index.json")):
@@ -224,6 +229,9 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
         index = load_index(d)
         identities.add(index["vae"])
         stored |= {c for ep in index.get("episodes", {}).values() for c in ep.get("cameras", ())}
+        rates |= {(d, ep.get("control_hz")) for ep in index.get("episodes", {}).values()
+                  if ep.get("robot") == robot.name and ep.get("has_actions")}
+    time_base = check_control_rate(robot, rates)
     if len(identities) > 1:
         raise ValueError(f"--data sets were encoded with different VAEs: {sorted(identities)}")
     weights, arch = resolve_pretrained(pretrained)
@@ -297,7 +305,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
         prev = Path(tc.run_dir) / "checkpoints"
     if cfg.from_scratch:
         print(f"[finetune] from scratch: the architecture of {weights}, fresh weights", flush=True)
-    info = {"robot": robot, "stats": stats, "proprio_stats": proprio, "arch": arch,
+    info = {"robot": robot, "stats": stats, "proprio_stats": proprio, "arch": arch, "time_base": time_base,
             "weights": "none (from scratch)" if cfg.from_scratch else str(weights)}
     return stages, info
 
@@ -400,8 +408,29 @@ def do_export(cfg: FinetuneConfig, last: TrainConfig, info: dict, vae: str | Non
                          source={"checkpoint": str(step_dir), "pretrained": info["weights"]},
                          proprio_stats=info["proprio_stats"], vae_precision=index.get("vae_precision", "fp32"),
                          relative=last.data.relative_actions.get(info["robot"].name),
+                         time_base=info.get("time_base", "control_rows"),
                          cameras=list(cameras) + [f"absent{i}" for i in range(len(cameras), last.data.num_views)]
                          if cameras else None)
+
+
+def check_control_rate(robot, rates: set[tuple[str, float | None]]) -> str:
+    """The time base of the robot's episodes in ``rates`` ({(data set, control_hz)}): "control_rows"
+    (shard sets that store actions at the source's rate, which must be the rate the robot's YAML
+    says), or "latent_spread" (sets written before: actions at the latent rate). A rate that is
+    not the robot's, or old and new sets together, is a ValueError naming them."""
+    old = sorted({d for d, hz in rates if hz is None})
+    new = {(d, float(hz)) for d, hz in rates if hz is not None}
+    if old and new:
+        raise ValueError(f"--data {old} store the robot's actions at the latent rate (written before actions kept "
+                         f"their control rate) and {sorted({d for d, _ in new})} at the control rate: re-encode "
+                         f"{old} with this version of uva-encode")
+    bad = sorted((d, hz) for d, hz in new if abs(hz - robot.control_hz) > 1e-3 * robot.control_hz)
+    if bad:
+        d, hz = bad[0]
+        raise ValueError(f"robot '{robot.name}' runs at control_hz {robot.control_hz:g} (its YAML), but --data {d} "
+                         f"holds its episodes at {hz:g} Hz: fix control_hz in the robot's YAML, or the source "
+                         f"fps the data was encoded with")
+    return "latent_spread" if old else "control_rows"
 
 
 def match_cameras(robot, stored: set[str], mapping: dict[str, str]) -> list[str]:
@@ -411,13 +440,16 @@ def match_cameras(robot, stored: set[str], mapping: dict[str, str]) -> list[str]
     unknown = sorted(set(mapping) - set(robot.cameras))
     if unknown:
         raise ValueError(f"cameras: {unknown} are not cameras of robot '{robot.name}' ({robot.cameras})")
-    want = [mapping.get(c, c) for c in robot.cameras]
+    own = [c for c in robot.cameras if mapping.get(c, c) is not None]  # null: not in this data
+    if not own:
+        raise ValueError(f"cameras: every camera of robot '{robot.name}' is mapped to null")
+    want = [mapping.get(c, c) for c in own]
     if not stored:
         return want
-    missing = [c for c, d in zip(robot.cameras, want) if d not in stored]
+    missing = [c for c, d in zip(own, want) if d not in stored]
     extra = sorted(stored - set(want))
     if missing or extra:
-        pairs = dict(zip(missing, extra)) or {c: "<data camera>" for c in missing}
+        pairs = {**dict(zip(missing, extra)), **{c: "null" for c in missing[len(extra):]}}
         parts = ([f"the robot's {missing} are not in the data"] if missing else []) + \
                 ([f"the data's {extra} are not the robot's"] if extra else [])
         raise ValueError(f"--data stores cameras {sorted(stored)}, robot '{robot.name}' has {robot.cameras}: "

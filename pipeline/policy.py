@@ -41,9 +41,14 @@ POLICY_BACKENDS = ("auto", "none", *BACKENDS)
 log = logging.getLogger("uva.policy")  # auto: graph on cuda, none (step by step) on cpu
 
 
-def control_steps_per_action(window: dict) -> int:
-    """Control steps each predicted action covers: the chunk spreads ``action_horizon`` actions
-    over the ``num_future`` frames, ``frame_stride`` control steps apart."""
+def control_steps_per_action(meta: dict) -> int:
+    """Control steps each predicted action covers: one, for a bundle whose actions are the robot's
+    control rows (``time_base: control_rows``); for an older bundle, trained on actions stored at
+    the latent rate, the chunk spreads ``action_horizon`` actions over the ``num_future`` frames,
+    ``frame_stride`` control steps apart."""
+    if meta.get("time_base") == "control_rows":
+        return 1
+    window = meta["window"]
     return int(window["num_future"]) * int(window["frame_stride"]) // int(window["action_horizon"])
 
 
@@ -94,7 +99,8 @@ class UVAPolicy:
                              f"training VAE {meta['vae']['identity']}")
         w = meta["window"]
         self.num_history, self.frame_stride = int(w["num_history"]), int(w["frame_stride"])
-        self.action_step = control_steps_per_action(w)
+        self.action_step = control_steps_per_action(meta)
+        self.control_hz = float(meta.get("control_hz") or self.robot.control_hz)
         self.image_size = int(meta["image_size"])
         self.sampling_steps = int(sampling_steps or meta["sampling_steps"])
         # scale of the noise added at each reverse step after the initial draw (1 = the learned distribution)

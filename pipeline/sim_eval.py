@@ -55,8 +55,8 @@ def default_action_steps(policy: str) -> int:
         return 8
     from pipeline.policy import control_steps_per_action
 
-    w = json.loads(meta.read_text())["window"]
-    return max(1, int(w["action_horizon"]) * control_steps_per_action(w) // 2)
+    bundle = json.loads(meta.read_text())
+    return max(1, int(bundle["window"]["action_horizon"]) * control_steps_per_action(bundle) // 2)
 
 
 def run(argv: list[str] | None = None) -> dict:

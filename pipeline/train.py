@@ -79,8 +79,14 @@ def resolve_conditioning(cfg: TrainConfig) -> TrainConfig:
         if text:
             overrides["lang_tokens"] = int(text.get("tokens", 16))
     text = overrides.get("text_encoder") or {}
+    # the action width: a resumed run's own; else data.action_dim (checked against every robot of
+    # the mix) or the widest robot's
+    from pipeline.data import action_width, merged_stats
+
+    width = int(own["action_dim"]) if own is not None and cfg.data.action_dim in (0, own.get("action_dim")) \
+        else action_width(cfg.data, merged_stats(sources))
     return replace(cfg, model=replace(cfg.model, overrides=overrides),
-                   data=replace(cfg.data, embodiments=list(given), lang_dim=int(overrides["lang_dim"]),
+                   data=replace(cfg.data, action_dim=width, embodiments=list(given), lang_dim=int(overrides["lang_dim"]),
                                 lang_tokens=int(overrides.get("lang_tokens", 16)), text_encoder=text.get("identity")))
 
 

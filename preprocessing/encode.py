@@ -97,9 +97,10 @@ def _finish(ep: Episode, cfg: EncodeConfig, readers: dict[str, ClipReader], indi
         arr = load_array(ref)
         if len(arr) != num_source:
             raise ValueError(f"{name} has {len(arr)} rows but the video has {num_source} frames")
-        arrays[name] = arr[indices]
+        arrays[name] = arr  # every row, at the source's control rate: never resampled to the latent rate
     out = {"episode_id": ep.episode_id, key: {cam: np.concatenate(parts) for cam, parts in per_cam.items()},
-           "arrays": arrays, "source_fps": first.source_fps, "num_source_frames": num_source}
+           "arrays": arrays, "source_fps": first.source_fps, "num_source_frames": num_source,
+           "frame_index": indices}  # the source row of each kept frame
     if cut:  # action-free video: kept as far as it decodes, and said
         out["truncated"] = {cam: {"decoded": got, "declared": declared} for cam, (got, declared) in cut.items()}
     return out
@@ -225,6 +226,9 @@ def pack_sample(ep: Episode, encoded: dict, cfg: EncodeConfig, vae_identity: str
         meta["truncated"] = encoded["truncated"]
     if ep.metadata:
         meta["episode_metadata"] = ep.metadata
+    if encoded["arrays"]:  # actions / proprioception at the source's rate, and where each frame sits in them
+        meta["control_hz"] = float(encoded["source_fps"])
+        meta["num_rows"] = int(next(iter(encoded["arrays"].values())).shape[0])
     if "actions" in encoded["arrays"]:
         meta["action_dim"] = int(encoded["arrays"]["actions"].shape[1])
     sample = {"__key__": ep.episode_id, "meta.json": json.dumps(meta).encode()}
@@ -232,7 +236,11 @@ def pack_sample(ep: Episode, encoded: dict, cfg: EncodeConfig, vae_identity: str
         sample[f"latents.{cam}.npy"] = npy_bytes(z)
     for name, arr in encoded["arrays"].items():
         sample[f"{name}.npy"] = npy_bytes(arr.astype(np.float32))
+    if encoded["arrays"]:
+        sample["frame_index.npy"] = npy_bytes(np.asarray(encoded["frame_index"], np.int64))
     if lang is not None:
         sample["lang.npy"] = npy_bytes(np.asarray(lang, np.float32))
-    record = {k: meta[k] for k in ("robot", "num_frames", "has_actions", "cameras")}
+    record = {k: meta[k] for k in ("robot", "num_frames", "has_actions", "cameras", "fps")}
+    if "control_hz" in meta:
+        record["control_hz"] = meta["control_hz"]
     return sample, record

@@ -10,8 +10,12 @@ A shard set is a folder:
     stats.json                  per-robot action statistics (mean, std, min, max, q01, q99)
     errors.jsonl                every skipped input with its reason
 
-A sample's members: ``latents.<camera>.npy`` (T, C, h, w) float16, ``actions.npy`` (T, A)
-float32 (absent for action-free video), ``proprio.npy`` (T, P) float32 (optional), ``meta.json``.
+A sample's members: ``latents.<camera>.npy`` (T, C, h, w) float16 at the latent rate (meta
+``fps``), ``actions.npy`` (N, A) float32 (absent for action-free video) and ``proprio.npy``
+(N, P) float32 (optional) with every row at the robot's control rate (meta ``control_hz``,
+``num_rows``), ``frame_index.npy`` (T,) int64 the row of each latent frame, ``meta.json``.
+Sets written before actions kept their control rate have no ``frame_index.npy`` and one
+action row per latent frame; the loader reads them as it did.
 Tars and sidecars are written under a temporary name and renamed when complete (in object
 storage: built locally and uploaded, an object appearing only when whole), so a reader (or a
 resumed job) never sees a torn shard. The folder may be a URL (``s3://bucket/prefix``,

@@ -20,15 +20,18 @@ from pipeline.data import (
 from pipeline.robots import normalize_actions, unnormalize_actions
 from uva_io.files import npy_bytes
 from uva_io.shardset import INDEX_FORMAT, compute_action_stats, iter_tar_samples, write_shard
+from uva_io.video import resample_indices
 
 
 def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: bool, vae: str = "vae0",
              per_shard: int = 2, corrupt: bool = False, action_dim: int = 2, latent=(4, 2, 2),
              config: dict | None = None, proprio_dim: int = 0, cameras: tuple[str, ...] = ("main",),
              instructions: list[str] | None = None, text_encoder: str = "hash:32", text_tokens: int = 4,
-             ramp: bool = False) -> Path:
+             ramp: bool = False, control_hz: float | None = None) -> Path:
     """A shard set of synthetic latents; ``instructions`` (one per episode, "" = none) are stored
-    as the tokens of ``text_encoder``, as the encode job does."""
+    as the tokens of ``text_encoder``, as the encode job does. ``control_hz``: actions and
+    proprioception at that rate (the latents at 10 fps) with each frame's row, as the encode job
+    writes them now; None: one row per frame (sets written before)."""
     from uva_io.text import describe, load_text_encoder
 
     root.mkdir(parents=True)
@@ -40,14 +43,19 @@ def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: b
             lat = np.full((frames, *latent), e, np.float16) + np.arange(frames, dtype=np.float16)[:, None, None, None]
             if ramp:  # cells differ within a frame (a shift shows)
                 lat = lat + np.arange(latent[1] * latent[2], dtype=np.float16).reshape(latent[1:]) / 64
-            sample = {"__key__": f"{robot}{e}", "meta.json": json.dumps({"robot": robot}).encode()}
+            rows = frames if control_hz is None else int(round(frames * control_hz / 10))
+            meta = {"robot": robot} if control_hz is None else {"robot": robot, "control_hz": control_hz,
+                                                                 "num_rows": rows}
+            sample = {"__key__": f"{robot}{e}", "meta.json": json.dumps(meta).encode()}
+            if control_hz is not None and (with_actions or proprio_dim):
+                sample["frame_index.npy"] = npy_bytes(resample_indices(rows, control_hz, 10.0))
             for c, cam in enumerate(cameras):  # camera c: the frame value + 100 c
                 sample[f"latents.{cam}.npy"] = npy_bytes(lat + np.float16(100 * c))
             if with_actions:
-                cols = [np.arange(frames) * (1 + k) * (-1) ** k for k in range(action_dim)]
+                cols = [np.arange(rows) * (1 + k) * (-1) ** k for k in range(action_dim)]
                 sample["actions.npy"] = npy_bytes(np.stack(cols, 1).astype(np.float32))
             if proprio_dim:  # state k of frame t: 10 * e + t + k
-                state = 10 * e + np.arange(frames)[:, None] + np.arange(proprio_dim)[None]
+                state = 10 * e + np.arange(rows)[:, None] + np.arange(proprio_dim)[None]
                 sample["proprio.npy"] = npy_bytes(state.astype(np.float32))
             if encoder is not None and instructions[e]:
                 sample["lang.npy"] = npy_bytes(encoder.encode([instructions[e]])[0])
@@ -56,13 +64,14 @@ def make_set(root: Path, robot: str, episodes: int, frames: int, with_actions: b
             samples.append(sample)
         write_shard(root, "latents", s // per_shard, samples, {})
         shards.append({"name": f"latents-{s // per_shard:06d}.tar", "num_episodes": len(samples), "num_frames": 0})
-    where = {f"{robot}{e}": {"shard": f"latents-{e // per_shard:06d}.tar", "cameras": list(cameras)}
+    where = {f"{robot}{e}": {"shard": f"latents-{e // per_shard:06d}.tar", "cameras": list(cameras), "robot": robot,
+                             "has_actions": with_actions, **({"control_hz": control_hz} if control_hz else {})}
              for e in range(episodes)}
     (root / "index.json").write_text(json.dumps({"format": INDEX_FORMAT, "vae": vae, "shards": shards,
                                                  "episodes": where, "config": config or {}, "robots": [robot],
                                                  "text_encoder": describe(encoder) if encoder else None}))
     stats = compute_action_stats(sorted(root.glob("*.tar"))) if with_actions and not corrupt else \
-        ({robot: {"mean": [0, 0], "std": [1, 1]}} if with_actions else {})
+        ({robot: {"mean": [0, 0], "std": [1, 1], "dim": action_dim}} if with_actions else {})
     (root / "stats.json").write_text(json.dumps(stats))
     return root
 

@@ -22,6 +22,8 @@ from tests.pipeline.test_train import base_sets, run_train
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW = "{num_history: 2, num_future: 2, frame_stride: 2, action_horizon: 4}"
+# the test sets store one camera, "main": franka's exterior camera, without its wrist camera
+ONE_CAMERA = ["--set", "cameras={exterior: main, wrist: null}"]
 
 
 def finetune(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -124,7 +126,7 @@ def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, 
     run = tmp_path / "ft"
     stages = "[{name: heads, steps: 2, lr: 1.0e-3, freeze: [backbone, video_head]}, {name: all, steps: 2, lr: 1.0e-3}]"
     proc = finetune(["--robot", "franka", "--pretrained", str(world["ckpt"]), "--data", str(world["root"] / "franka"),
-                     *recipe(run, stages)])
+                     *recipe(run, stages), *ONE_CAMERA])
     assert "new for this robot: action_head, embed.action_proj, embed.embodiment, embed.proprio" in proc.stdout
     pre = load_file(str(world["ckpt"] / "step_3" / "ema.safetensors"))
     heads = load_file(str(run / "stage0_heads" / "checkpoints" / "step_2" / "model.safetensors"))
@@ -186,7 +188,11 @@ def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, 
     state = torch.from_numpy(normalize_actions(robot_state, stats["proprio"], "q01_q99").astype(np.float32))[None]
     norm = policy.predict_normalized(policy.encode(frames), torch.Generator().manual_seed(3), state)
     assert acts.shape == (4, 8)  # action_horizon 4, one per control step
-    np.testing.assert_allclose(acts, unnormalize_actions(norm, stats, "q01_q99", [True] * 7 + [False]), rtol=1e-6)
+    # in robot units, bounded by the data's range widened by 10% (the franka YAML declares no limits)
+    lim = meta["action_limits"]
+    raw = unnormalize_actions(norm, stats, "q01_q99", [True] * 7 + [False])
+    np.testing.assert_allclose(acts, np.clip(raw, lim["low"], lim["high"]), rtol=1e-6)
+    assert policy.clipped == int((np.clip(raw, lim["low"], lim["high"]) != raw).sum())
     # MLflow: one experiment, a run per stage
     import mlflow
 
@@ -195,7 +201,7 @@ def test_finetune_franka_adapts_action_layers_keeps_backbone_and_exports(world, 
     assert len(client.search_runs([exp.experiment_id])) == 2
     # rerun: both stages are complete, nothing retrains, the bundle is rewritten
     again = finetune(["--robot", "franka", "--pretrained", str(world["ckpt"]), "--data", str(world["root"] / "franka"),
-                      *recipe(run, stages)])
+                      *recipe(run, stages), *ONE_CAMERA])
     assert again.stdout.count("already complete") == 2
 
 
@@ -248,6 +254,7 @@ def test_finetune_bad_inputs_are_named(world, tmp_path):
     from uva_io.config import load_config
 
     cfg = load_config(FinetuneConfig, ROOT / "configs/finetune/default.yaml", [f"train.data.window={WINDOW}"])
+    cfg = replace(cfg, cameras={"exterior": "main", "wrist": None})  # the test sets' one camera
     stages, _ = plan(replace(cfg, use_proprio=False), "franka", ck, [str(world["root"] / "franka_blind")])
     assert stages[0].data.proprio_dim == 0
     stages, info = plan(cfg, "franka", ck, [data])
@@ -257,7 +264,7 @@ def test_finetune_bad_inputs_are_named(world, tmp_path):
     bare.parent.mkdir()
     shutil.copy(world["ckpt"] / "step_3" / "ema.safetensors", bare)
     proc = finetune(["--robot", "franka", "--pretrained", str(bare), "--data", data,
-                     *recipe(tmp_path / "y", "[{name: full, steps: 1, lr: 1.0e-3}]")], check=False)
+                     *recipe(tmp_path / "y", "[{name: full, steps: 1, lr: 1.0e-3}]"), *ONE_CAMERA], check=False)
     assert proc.returncode == 2 and "is from a different model size or layout" in proc.stderr, proc.stderr[-2000:]
 
 
@@ -456,7 +463,9 @@ def test_relative_actions_fine_tune_and_a_policy_that_adds_the_state_back(world,
                                      policy.normalize_proprio(state))
     got = policy.predict(frames, state, generator=torch.Generator().manual_seed(3))
     offsets = unnormalize_actions(norm, meta["relative"]["stats"], "q01_q99")
-    np.testing.assert_allclose(got, offsets + chunk_origin(state[-1:], [0, 1]), rtol=1e-6)
+    lim = meta["action_limits"]  # absolute targets, within the data's range widened by 10%
+    np.testing.assert_allclose(got, np.clip(offsets + chunk_origin(state[-1:], [0, 1]), lim["low"], lim["high"]),
+                               rtol=1e-6)
     # refused: a robot whose YAML relates nothing (a copy of pusht without relative_to), no proprio
     plain = tmp_path / "pusht.yaml"
     plain.write_text((ROOT / "configs" / "robots" / "pusht.yaml").read_text().split("# relative chunks")[0])
@@ -467,3 +476,40 @@ def test_relative_actions_fine_tune_and_a_policy_that_adds_the_state_back(world,
                      *recipe(tmp_path / "np", stages), "--set", "relative_actions=true", "--set", "use_proprio=false"],
                     check=False)
     assert proc.returncode == 2 and "use_proprio: true" in proc.stderr
+
+
+def test_a_50_hz_and_a_15_hz_robot_train_in_one_mix_and_the_50_hz_policy_returns_50_hz_rows(world, tmp_path):
+    from pipeline.policy import load_policy
+    from uva_io.shardset import load_index
+
+    root, cfg = world["root"], {"vae": str(world["vae"])}
+    ident = load_index(root / "franka")["vae"]
+    fast = make_set(tmp_path / "fast", "fast50", 3, 24, True, vae=ident, config=cfg, action_dim=3, control_hz=50)
+    slow = make_set(tmp_path / "slow", "slow15", 3, 24, True, vae=ident, config=cfg, action_dim=2, control_hz=15)
+    # one mix: the width follows its widest robot (3), each robot's chunk in its own rows
+    sets = ["model.size=uva-tiny", "model.overrides={latent_channels: 4, latent_size: 2, width: 32, decoder_width: 32}",
+            f"data.sources=[{{path: {fast}}}, {{path: {slow}}}]", f"data.window={WINDOW}", "data.num_workers=0",
+            "data.shuffle_buffer=8", "micro_batch_size=4", "log_every=1", "total_steps=2", "checkpoint_every=2",
+            f"run_dir={tmp_path / 'pre'}"]
+    run_train(sets, 1, tmp_path / "losses")
+    arch = json.loads((tmp_path / "pre" / "checkpoints" / "step_2" / "model_config.json").read_text())
+    assert arch["action_dim"] == 3 and arch["embodiments"] == ["fast50", "slow15"]
+    losses = json.loads(Path(f"{tmp_path / 'losses'}.rank0").read_text())["losses"]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    robot = tmp_path / "fast50.yaml"
+    robot.write_text("name: fast50\naction_names: [a, b, c]\ncontrol_hz: 50\ncameras: [main]\n")
+    run = tmp_path / "ft"
+    # frame_stride 4: a chunk spread over the future frames (the old layout) would repeat each action twice
+    finetune(["--robot", str(robot), "--pretrained", str(tmp_path / "pre" / "checkpoints"), "--data", str(fast),
+              *recipe(run, "[{name: all, steps: 2, lr: 1.0e-3}]"),
+              "--set", "train.data.window={num_history: 2, num_future: 2, frame_stride: 4, action_horizon: 4}"])
+    meta = json.loads((run / "export" / "policy.json").read_text())
+    assert meta["time_base"] == "control_rows" and meta["control_hz"] == 50
+    policy = load_policy(run / "export")
+    chunk = policy.predict(np.zeros((2, 8, 8, 3), np.uint8))
+    assert chunk.shape == (4, 3) and policy.control_hz == 50  # one 50 Hz row per action
+    bad = tmp_path / "fast40.yaml"
+    bad.write_text("name: fast50\naction_names: [a, b, c]\ncontrol_hz: 40\ncameras: [main]\n")
+    proc = finetune(["--robot", str(bad), "--pretrained", str(tmp_path / "pre" / "checkpoints"), "--data", str(fast),
+                     *recipe(tmp_path / "ft40", "[{name: all, steps: 1, lr: 1.0e-3}]")], check=False)
+    assert proc.returncode == 2 and "control_hz 40 (its YAML), but --data" in proc.stderr

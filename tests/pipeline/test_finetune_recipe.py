@@ -62,3 +62,6 @@ def test_the_robots_cameras_and_the_datas_must_agree_or_be_mapped():
     with pytest.raises(ValueError, match=r"\['side'\] are not cameras of robot 'franka'"):
         match_cameras(franka, {"exterior", "wrist"}, {"side": "top"})
     assert match_cameras(franka, set(), {}) == ["exterior", "wrist"]  # an index that records no cameras
+    with pytest.raises(ValueError, match=r"cameras: \{exterior: main, wrist: null\}"):
+        match_cameras(franka, {"main"}, {})
+    assert match_cameras(franka, {"main"}, {"exterior": "main", "wrist": None}) == ["main"]
