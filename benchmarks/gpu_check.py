@@ -118,7 +118,8 @@ def stage_encode(args, results, out: Path) -> dict:
         ep = Episode(episode_id=f"ep{j:05d}", videos={"main": "memory"}, robot="pusht", fps=10.0, source="gpu-check")
         decoded = {"episode_id": ep.episode_id, "frames": {"main": resize_center_crop(res.frames, cfg.resolution)},
                    "arrays": {"actions": res.actions.astype(np.float32), "proprio": res.agent_pos.astype(np.float32)},
-                   "source_fps": 10.0, "num_source_frames": len(res.frames)}
+                   "source_fps": 10.0, "num_source_frames": len(res.frames),
+                   "frame_index": np.arange(len(res.frames))}  # one control row per frame (10 Hz)
         if on_gpu:
             torch.cuda.synchronize()
         t = time.perf_counter()

@@ -119,6 +119,11 @@ def build_model(cfg: TrainConfig, rank: int, load=load_weights) -> tuple[UVA, UV
     ``load(model, state, source, size) -> re-created names`` (exact by default; fine-tuning passes
     its adaptation rule), and the ``freeze`` prefixes fixed."""
     w = cfg.data.window
+    if not cfg.data.action_dim:  # not resolved by training (a direct call): the widest robot of the sources
+        from pipeline.data import action_width, merged_stats
+
+        cfg = replace(cfg, data=replace(cfg.data, action_dim=action_width(cfg.data, merged_stats(
+            [*cfg.data.sources, *cfg.eval_sources]))))
     mcfg = model_config(cfg.model.size, **{**cfg.model.overrides, "num_history": w.num_history,
                                            "num_future": w.num_future, "action_horizon": w.action_horizon,
                                            "action_dim": cfg.data.action_dim, "proprio_dim": cfg.data.proprio_dim,

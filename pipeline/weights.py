@@ -203,8 +203,9 @@ def mar_state(mar: dict, cfg, seed: int = 0) -> tuple[dict, dict]:
         raise ValueError(f"MAR's tokens are single {mar['z_proj.weight'].shape[1]}-channel latents: the model needs "
                          f"patch_size=1 and latent_channels={mar['z_proj.weight'].shape[1]} "
                          f"(got {cfg.patch_size}, {cfg.latent_channels})")
-    torch.manual_seed(seed)
-    own = UVA(cfg).state_dict()  # shapes (and the fresh init the report names as new)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+        torch.manual_seed(seed)
+        own = UVA(cfg).state_dict()  # shapes (and a seeded init for prefix positions MAR lacks)
     out, report = {}, {"mapped": [], "resized": [], "new": [], "dropped": [], "notes": []}
 
     def put(dst: str, value: torch.Tensor, src: str, how: str = "mapped") -> None:

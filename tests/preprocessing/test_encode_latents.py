@@ -269,8 +269,12 @@ def test_lerobot_v3_and_human_video(vae_path, ray_head, tmp_path):
     samples = read_all(out)
     ep0, ep1 = samples["so100_demo_000000"], samples["so100_demo_000001"]
     assert ep0["latents.top.npy"].shape[0] == 5 and ep1["latents.top.npy"].shape[0] == 7  # 10 Hz -> 5 Hz
-    assert np.array_equal(ep1["actions.npy"][:, 0], np.arange(10, 24, 2) * 6.0)  # rows of episode 1 only
-    assert ep1["proprio.npy"].shape == (7, 6) and ep0["meta.json"]["instruction"] == "push"
+    # every row of episode 1 at its 10 Hz control rate (not resampled to the 5 Hz latents), and
+    # the row of each latent frame
+    assert np.array_equal(ep1["actions.npy"][:, 0], np.arange(10, 24) * 6.0)
+    assert np.array_equal(ep1["frame_index.npy"], np.arange(0, 14, 2))
+    assert ep1["meta.json"]["control_hz"] == 10 and ep1["meta.json"]["fps"] == 5
+    assert ep1["proprio.npy"].shape == (14, 6) and ep0["meta.json"]["instruction"] == "push"
     assert ep0["meta.json"]["robot"] == "so100"
     assert samples["bikes"]["meta.json"]["has_actions"] is False and samples["bikes"]["latents.main.npy"].shape[0] > 5
 
