@@ -165,9 +165,16 @@ def split_files(root: str, info: dict, splits: list[str] | None) -> dict[str, li
     return out
 
 
-def _text(value) -> str | None:
-    if isinstance(value, list) and value and isinstance(value[0], bytes):
-        return value[0].decode("utf-8", "replace").strip() or None
+# where RLDS datasets keep the instruction (the OXE ones differ), first found wins
+INSTRUCTION_KEYS = ("steps/language_instruction", "steps/observation/natural_language_instruction",
+                    "steps/observation/language_instruction", "episode_metadata/language_instruction")
+
+
+def _instruction(ex: dict) -> str | None:
+    for key in INSTRUCTION_KEYS:
+        value = ex.get(key)
+        if isinstance(value, list) and value and isinstance(value[0], bytes):
+            return value[0].decode("utf-8", "replace").strip() or None
     return None
 
 
@@ -206,7 +213,7 @@ def _list_file(path: str, split: str, name: str, layout: Layout, robot: str) -> 
                                f"_{k:06d}",
                     videos={cam: ref([key]) for cam, key in layout.cameras.items()}, robot=robot, fps=layout.fps,
                     actions=ref(layout.action), proprio=ref(layout.proprio) if layout.proprio else None,
-                    instruction=_text(ex.get("steps/language_instruction")), source=where,
+                    instruction=_instruction(ex), source=where,
                     metadata={"split": split, **_metadata(ex)}))
     except FileNotFoundError:
         errors.append({"input": path, "reason": "shard file listed in dataset_info.json does not exist"})

@@ -140,3 +140,44 @@ def test_uva_encode_rlds_end_to_end_keeps_every_step_and_the_metadata(vae_path, 
             assert "lang.npy" in sample
             seen += 1
     assert seen == 4
+
+
+def test_an_oxe_layout_with_a_dict_action_and_the_instruction_in_the_observation(tmp_path):
+    """OXE's bridge copy: the action is parts (world_vector, rotation_delta, open_gripper: a bool
+    stored as int64) and the instruction is observation/natural_language_instruction."""
+    import io as _io
+
+    from PIL import Image
+
+    root = tmp_path / "bridge" / "0.1.0"
+    root.mkdir(parents=True)
+    img = _io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(img, format="PNG")
+    t = 3
+    ex = {"steps/observation/image": [img.getvalue()] * t,
+          "steps/observation/natural_language_instruction": [b"put the spoon in the pot"] * t,
+          "steps/observation/state": np.arange(t * 7, dtype=np.float32),
+          "steps/action/world_vector": np.arange(t * 3, dtype=np.float32),
+          "steps/action/rotation_delta": -np.arange(t * 3, dtype=np.float32),
+          "steps/action/open_gripper": np.array([1, 0, 1]), "steps/is_first": np.array([1, 0, 0])}
+    with open(root / "bridge-train.tfrecord-00000-of-00001", "wb") as f:
+        write_record(f, serialize_example(ex))
+    tensor = lambda dims, dtype="float32": {"tensor": {"shape": {"dimensions": dims}, "dtype": dtype}}  # noqa: E731
+    step = {"featuresDict": {"features": {
+        "observation": {"featuresDict": {"features": {
+            "image": {"image": {"shape": {"dimensions": ["8", "8", "3"]}, "dtype": "uint8", "encodingFormat": "png"}},
+            "state": tensor(["7"]), "natural_language_instruction": {"text": {}}}}},
+        "action": {"featuresDict": {"features": {"world_vector": tensor(["3"]), "rotation_delta": tensor(["3"]),
+                                                 "open_gripper": tensor([], "bool")}}},
+        "is_first": tensor([], "bool")}}}
+    (root / "features.json").write_text(json.dumps({"featuresDict": {"features": {"steps": {"sequence": {
+        "feature": step}}}}}))
+    (root / "dataset_info.json").write_text(json.dumps({"name": "bridge", "splits": [{"name": "train",
+                                                                                       "shardLengths": ["1"]}]}))
+    (ep,), errors = read_rlds(str(root))  # the table knows bridge's rate (5 Hz), cameras and action parts
+    assert not errors and ep.fps == 5 and ep.instruction == "put the spoon in the pot"
+    assert list(ep.videos) == ["primary"]
+    actions = load_array(ep.actions)
+    np.testing.assert_array_equal(actions[:, 6], [1, 0, 1])  # the gripper part, a bool as 0 / 1
+    np.testing.assert_array_equal(actions[1, :6], [3, 4, 5, -3, -4, -5])
+    assert load_array(ep.proprio).shape == (3, 7)  # observation/state (EEF_state is derived by loaders)
