@@ -127,9 +127,14 @@ def _local(ep: Episode, stack: contextlib.ExitStack) -> Episode:
     with ``stack``). A camera given as a time segment of a shared file (LeRobot: many episodes
     per file) stays a URL: the decoder seeks in it with range requests instead of fetching the
     whole file once per episode."""
-    if not any(storage.is_remote(v) and cam not in ep.segments for cam, v in ep.videos.items()):
+    from preprocessing.arrays import is_array_ref
+
+    def fetch(cam: str, v: str) -> bool:  # array references (an RLDS record) read their own storage
+        return storage.is_remote(v) and cam not in ep.segments and not is_array_ref(v)
+
+    if not any(fetch(cam, v) for cam, v in ep.videos.items()):
         return ep
-    return replace(ep, videos={cam: v if cam in ep.segments else stack.enter_context(storage.local_copy(v))
+    return replace(ep, videos={cam: stack.enter_context(storage.local_copy(v)) if fetch(cam, v) else v
                                for cam, v in ep.videos.items()})
 
 

@@ -198,3 +198,25 @@ def test_lerobot_and_video_folder_read_from_s3(s3_server, vae_path, ray_head, tm
     proc = encode(["--video-folder", "s3://inputs/nothing-here", "--output", str(tmp_path / "x")], vae_path,
                   ray_head, check=False)
     assert proc.returncode == 2 and "s3://inputs/nothing-here" in proc.stderr and "not a folder" in proc.stderr
+
+
+def test_rlds_and_lerobot_v21_read_from_s3(s3_server, vae_path, ray_head, tmp_path):  # noqa: F811
+    """The TFDS-written RLDS fixture and the LeRobot-written v2.1 fixture, uploaded, encode from
+    their s3:// prefixes to what they give from disk."""
+    fixtures = ROOT / "tests" / "fixtures"
+    fs = bucket("corpora")
+    fs.put(str(fixtures / "rlds" / "uva_rlds_fixture"), "corpora/uva_rlds_fixture", recursive=True)
+    fs.put(str(fixtures / "lerobot_v21"), "corpora/lerobot_v21", recursive=True)
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    args = ["--source-fps", "5"]
+    encode(["--rlds", str(fixtures / "rlds" / "uva_rlds_fixture" / "1.0.0"), "--lerobot", str(fixtures / "lerobot_v21"),
+            "--output", str(local), *args], vae_path, ray_head)
+    encode(["--rlds", "s3://corpora/uva_rlds_fixture/1.0.0", "--lerobot", "s3://corpora/lerobot_v21",
+            "--output", str(remote), *args], vae_path, ray_head)
+    a, b = read_all(local), read_all(remote)
+    assert sorted(a) == sorted(b) and len(a) == 4 + 3
+    for key in a:
+        for member, value in a[key].items():
+            if member.endswith(".npy"):
+                assert np.array_equal(b[key][member], value), f"{key}/{member}"
+        assert a[key]["meta.json"]["instruction"] == b[key]["meta.json"]["instruction"]
