@@ -529,11 +529,9 @@ class MixedStream(torch.utils.data.IterableDataset):
         super().__init__()
         if not cfg.sources:
             raise ValueError("data.sources is empty: give at least one latent shard set")
-        self.cfg = cfg
         # one normalization per robot across all sets (held-out sets pass the training statistics)
         self.stats = stats if stats is not None else merged_stats(cfg.sources)
-        cfg = replace(cfg, action_dim=action_width(cfg, self.stats))
-        self.cfg = cfg
+        self.cfg = cfg = replace(cfg, action_dim=action_width(cfg, self.stats))
         self.streams = [ShardSetStream(s, cfg, rank, world_size, self.stats) for s in cfg.sources]
         ids = {s.vae_identity for s in self.streams}
         if len(ids) > 1:

@@ -174,10 +174,11 @@ def fit_window(window, num_history: int, num_future: int):
         f"{span}, or train.data.window.frame_stride)")
 
 
-def relative_chunks(robot, data: list[str], window) -> dict:
+def relative_chunks(robot, data: list[str], window, time_base: str | None = None) -> dict:
     """{"origin", "stats"} of relative chunks for ``robot``: per action dimension the
     proprioception index it is measured from, and the statistics of a[t + k] - p[t] over the
-    chunk's action offsets k in every episode of the ``data`` shard sets."""
+    chunk's action offsets k in every episode of the ``data`` shard sets. ``time_base`` as
+    ``check_control_rate`` gives it (None: read from the sets' indexes)."""
     from pipeline.robots import relative_chunk_stats
     from uva_io.shardset import iter_tar_samples, load_index
 
@@ -187,8 +188,11 @@ def relative_chunks(robot, data: list[str], window) -> dict:
                          f"(add relative_to: {{action name: proprio name}} to configs/robots/{robot.name}.yaml)")
     # the chunk's rows: consecutive control rows, or (shard sets that stored actions at the latent
     # rate) spread over the future frames
-    old = any(ep.get("robot") == robot.name and ep.get("has_actions") and "control_hz" not in ep
-              for d in data for ep in load_index(d).get("episodes", {}).values())
+    if time_base is None:
+        time_base = check_control_rate(robot, {(d, ep.get("control_hz")) for d in data
+                                               for ep in load_index(d).get("episodes", {}).values()
+                                               if ep.get("robot") == robot.name and ep.get("has_actions")})
+    old = time_base == "latent_spread"
     step = window.num_future * window.frame_stride // window.action_horizon if old else 1
     offsets = [step * k for k in range(window.action_horizon)]
 
@@ -264,7 +268,7 @@ def plan(cfg: FinetuneConfig, robot_name: str, pretrained: str, data: list[str],
         action_dim = int(arch["action_dim"])
         print(f"[finetune] action layers at the pretrained width {action_dim} (robot '{robot.name}': "
               f"{robot.action_dim}, the rest padded and masked)", flush=True)
-    relative = relative_chunks(robot, data, window) if cfg.relative_actions else None
+    relative = relative_chunks(robot, data, window, time_base) if cfg.relative_actions else None
     if relative is not None and not use_proprio:
         raise ValueError("relative_actions: the chunks are offsets from the robot's state, so the model needs it "
                          "as input too (use_proprio: true)")
@@ -450,12 +454,12 @@ def match_cameras(robot, stored: set[str], mapping: dict[str, str]) -> list[str]
     extra = sorted(stored - set(want))
     if missing or extra:
         pairs = {**dict(zip(missing, extra)), **{c: "null" for c in missing[len(extra):]}}
+        mapping_text = "{" + ", ".join(f"{a}: {b}" for a, b in pairs.items()) + "}"
         parts = ([f"the robot's {missing} are not in the data"] if missing else []) + \
                 ([f"the data's {extra} are not the robot's"] if extra else [])
         raise ValueError(f"--data stores cameras {sorted(stored)}, robot '{robot.name}' has {robot.cameras}: "
-                         f"{'; '.join(parts)}. Map them in the recipe (cameras: {{"
-                         + ", ".join(f"{a}: {b}" for a, b in pairs.items()) + "}) or with --set 'cameras={"
-                         + ", ".join(f"{a}: {b}" for a, b in pairs.items()) + "}', or name them in the robot's YAML")
+                         f"{'; '.join(parts)}. Map them in the recipe (cameras: {mapping_text}) or with "
+                         f"--set 'cameras={mapping_text}', or name them in the robot's YAML")
     return want
 
 

@@ -37,8 +37,8 @@ from pipeline.export import BUNDLE_FORMAT
 from uva import rng
 from uva.sampler import BACKENDS
 
-POLICY_BACKENDS = ("auto", "none", *BACKENDS)
-log = logging.getLogger("uva.policy")  # auto: graph on cuda, none (step by step) on cpu
+POLICY_BACKENDS = ("auto", "none", *BACKENDS)  # auto: graph on cuda, none (step by step) on cpu
+log = logging.getLogger("uva.policy")
 
 
 def control_steps_per_action(meta: dict) -> int:

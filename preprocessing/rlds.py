@@ -267,8 +267,8 @@ class FrameList:
 
     def __init__(self, frames: list[bytes], where: str):
         self.frames, self.where = frames, where
-        first = self._decode(0)
-        self.shape = (len(frames), *first.shape)
+        self._first = self._decode(0)  # the shape; kept, so step 0 is decoded once
+        self.shape = (len(frames), *self._first.shape)
 
     def _decode(self, i: int) -> np.ndarray:
         from PIL import Image
@@ -284,7 +284,9 @@ class FrameList:
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         idx = range(*rows.indices(len(self.frames)))
-        return np.stack([self._decode(i) for i in idx]) if len(idx) else np.zeros((0, *self.shape[1:]), np.uint8)
+        if not len(idx):
+            return np.zeros((0, *self.shape[1:]), np.uint8)
+        return np.stack([self._first if i == 0 else self._decode(i) for i in idx])
 
 
 def record_arrays(file: str, offset: int, keys: list[str]) -> dict[str, object]:
